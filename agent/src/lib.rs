@@ -1,1 +1,13 @@
-//! placeholder
+//! Ironclad's ramdisk agent: an IPA-compatible deploy agent.
+//!
+//! Start-up order (see `main.rs`): read the configuration → look the node up at
+//! the controller → set up auto-TLS → start the API server → heartbeat loop.
+//! Each module holds one concern; hardware is reached through traits
+//! ([`disk::BlockDevices`], [`power::Power`]) so that host mode never touches
+//! the host's disks or power.
+
+pub mod config;
+pub mod disk;
+pub mod image;
+pub mod logs;
+pub mod power;
