@@ -8,6 +8,7 @@
 pub mod agent_api;
 pub mod controller_api;
 pub mod image_info;
+pub mod inventory;
 pub mod microversion;
 pub mod ramdisk;
 pub mod states;

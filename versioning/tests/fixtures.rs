@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ironclad_versioning::{agent_api, controller_api, image_info, ramdisk, steps};
+use ironclad_versioning::{agent_api, controller_api, image_info, inventory, ramdisk, steps};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
@@ -58,6 +58,7 @@ fixtures! {
     "service_step_result.json" => steps::ServiceStepResult,
     "controller_root.json" => controller_api::ControllerRoot,
     "error_body.json" => controller_api::ErrorBody,
+    "inventory.json" => inventory::Inventory,
     "provision_request.json" => controller_api::ProvisionRequest,
     "power_request.json" => controller_api::PowerRequest,
     "node_create.json" => controller_api::NodeCreate,
