@@ -353,3 +353,113 @@ impl ControllerRoot {
         }
     }
 }
+
+/// A media type entry in the controller's `GET /v1/` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerMediaType {
+    /// Base media type.
+    pub base: String,
+    /// Vendor media type.
+    #[serde(rename = "type")]
+    pub media_type: String,
+}
+
+/// Reply of the controller's `GET /v1/`: links to the resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerV1 {
+    /// Always `v1`.
+    pub id: String,
+    /// Links to this document and its documentation.
+    pub links: Vec<Link>,
+    /// Supported media types.
+    pub media_types: Vec<ControllerMediaType>,
+    /// Links to the node collection.
+    pub nodes: Vec<Link>,
+    /// Links to the port collection.
+    pub ports: Vec<Link>,
+    /// Links to the ramdisk lookup (API 1.22 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<Vec<Link>>,
+    /// Links to the ramdisk heartbeat (API 1.22 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Vec<Link>>,
+}
+
+impl ControllerV1 {
+    /// The `/v1/` document for a controller at `root_url`; `ramdisk` adds lookup and heartbeat.
+    pub fn new(root_url: &str, ramdisk: bool) -> Self {
+        let pair = |name: &str| {
+            vec![
+                Link::new(format!("{root_url}/v1/{name}/"), "self"),
+                Link::new(format!("{root_url}/{name}/"), "bookmark"),
+            ]
+        };
+        Self {
+            id: "v1".to_owned(),
+            links: vec![
+                Link::new(format!("{root_url}/v1/"), "self"),
+                Link {
+                    href: "https://docs.openstack.org/ironic/latest/contributor/webapi.html"
+                        .to_owned(),
+                    rel: "describedby".to_owned(),
+                    media_type: Some("text/html".to_owned()),
+                },
+            ],
+            media_types: vec![ControllerMediaType {
+                base: "application/json".to_owned(),
+                media_type: "application/vnd.openstack.ironic.v1+json".to_owned(),
+            }],
+            nodes: pair("nodes"),
+            ports: pair("ports"),
+            lookup: ramdisk.then(|| pair("lookup")),
+            heartbeat: ramdisk.then(|| pair("heartbeat")),
+        }
+    }
+}
+
+/// Reply of `GET /v1/nodes/{id}/states`. Fields newer than the request's version
+/// are removed like the node's (see [`crate::microversion::NODE_FIELD_VERSIONS`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStates {
+    /// Whether the console is enabled.
+    pub console_enabled: bool,
+    /// What went wrong last.
+    pub last_error: Option<String>,
+    /// Current power state.
+    pub power_state: Option<PowerState>,
+    /// Current provision state.
+    pub provision_state: Option<ProvisionState>,
+    /// When the provision state last changed.
+    pub provision_updated_at: Option<String>,
+    /// Power state the node is moving to.
+    pub target_power_state: Option<PowerState>,
+    /// Provision state the node is moving to.
+    pub target_provision_state: Option<ProvisionState>,
+    /// Current RAID configuration.
+    pub raid_config: Map<String, Value>,
+    /// Requested RAID configuration.
+    pub target_raid_config: Map<String, Value>,
+    /// Boot mode.
+    pub boot_mode: Option<String>,
+    /// Whether secure boot is on.
+    pub secure_boot: Option<bool>,
+}
+
+impl NodeStates {
+    /// The states of `node`.
+    pub fn of(node: &Node) -> Self {
+        Self {
+            console_enabled: node.console_enabled,
+            last_error: node.last_error.clone(),
+            power_state: node.power_state,
+            provision_state: node.provision_state,
+            provision_updated_at: node.provision_updated_at.clone(),
+            target_power_state: node.target_power_state,
+            target_provision_state: node.target_provision_state,
+            raid_config: node.raid_config.clone(),
+            target_raid_config: node.target_raid_config.clone(),
+            boot_mode: node.boot_mode.clone(),
+            secure_boot: node.secure_boot,
+        }
+    }
+}

@@ -67,6 +67,8 @@ fixtures! {
     "port.json" => controller_api::Port,
     "node_list.json" => controller_api::NodeList,
     "port_list.json" => controller_api::PortList,
+    "controller_v1.json" => controller_api::ControllerV1,
+    "node_states.json" => controller_api::NodeStates,
 }
 
 #[test]
@@ -96,6 +98,10 @@ fn generated_documents_match_their_fixtures() {
     assert_eq!(root, read("agent_root.json"));
     assert_eq!(v1, read("agent_v1.json"));
     assert_eq!(controller, read("controller_root.json"));
+    let controller_v1 =
+        serde_json::to_value(controller_api::ControllerV1::new("http://127.0.0.1:6385", true))
+            .unwrap();
+    assert_eq!(controller_v1, read("controller_v1.json"));
     let error = controller_api::ErrorBody::new(404, "Node node-1 could not be found.");
     assert_eq!(
         serde_json::to_value(&error).unwrap(),
