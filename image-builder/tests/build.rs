@@ -1,6 +1,8 @@
 //! Builds real ramdisks from Debian's kernel package (fetched with apt-get into the
 //! package cache, ~27 MB once) and checks what comes out.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

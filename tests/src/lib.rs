@@ -77,9 +77,11 @@ pub fn wait_for<T>(
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
     wait_for(&format!("{addr} to accept connections"), timeout, || {
-        Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .ok()
-            .map(|_| ()))
+        Ok(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ()),
+        )
     })
 }
 
@@ -276,9 +278,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .with_context(|| format!("{method} {path}"))?;
+        let response = request.send().with_context(|| format!("{method} {path}"))?;
         let status = response.status().as_u16();
         let text = response.text()?;
         let value = if text.trim().is_empty() {
@@ -322,24 +322,20 @@ impl Api {
         failures: &[&str],
         timeout: Duration,
     ) -> Result<Value> {
-        wait_for(
-            &format!("node {node} to reach {state}"),
-            timeout,
-            || {
-                let current = self.node(node)?;
-                let provision_state = current["provision_state"].as_str().unwrap_or_default();
-                if provision_state == state {
-                    return Ok(Some(current));
-                }
-                if failures.contains(&provision_state) {
-                    bail!(
-                        "node {node} reached {provision_state} instead of {state}: {}",
-                        current["last_error"]
-                    );
-                }
-                Ok(None)
-            },
-        )
+        wait_for(&format!("node {node} to reach {state}"), timeout, || {
+            let current = self.node(node)?;
+            let provision_state = current["provision_state"].as_str().unwrap_or_default();
+            if provision_state == state {
+                return Ok(Some(current));
+            }
+            if failures.contains(&provision_state) {
+                bail!(
+                    "node {node} reached {provision_state} instead of {state}: {}",
+                    current["last_error"]
+                );
+            }
+            Ok(None)
+        })
     }
 }
 
@@ -408,7 +404,9 @@ pub fn write_sample_image(path: &Path, size: usize, seed: u64) -> Result<String>
     bytes[446] = 0x80;
     bytes[450] = 0x83;
     bytes[454..458].copy_from_slice(&2048u32.to_le_bytes());
-    let sectors = u32::try_from(size / 512).unwrap_or(u32::MAX).saturating_sub(2048);
+    let sectors = u32::try_from(size / 512)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(2048);
     bytes[458..462].copy_from_slice(&sectors.to_le_bytes());
     bytes[510] = 0x55;
     bytes[511] = 0xaa;
@@ -418,7 +416,8 @@ pub fn write_sample_image(path: &Path, size: usize, seed: u64) -> Result<String>
 
 /// Creates a sparse file of `size` bytes to act as a disk.
 pub fn create_disk(path: &Path, size: u64) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     file.set_len(size)?;
     Ok(())
 }

@@ -29,15 +29,23 @@ fn static_agent() -> Result<PathBuf> {
         .status()
         .context("running cargo build for the musl target")?;
     if !status.success() {
-        bail!("the static agent does not build (is the musl target installed? run ./scripts/setup)");
+        bail!(
+            "the static agent does not build (is the musl target installed? run ./scripts/setup)"
+        );
     }
     Ok(workspace.join("target/x86_64-unknown-linux-musl/debug/ironclad-agent"))
 }
 
 /// Program header types of a 64-bit little-endian ELF file.
 fn program_header_types(elf: &[u8]) -> Result<Vec<u32>> {
-    ensure!(elf.len() >= 64 && &elf[..4] == b"\x7fELF", "not an ELF file");
-    ensure!(elf[4] == 2 && elf[5] == 1, "not a 64-bit little-endian ELF file");
+    ensure!(
+        elf.len() >= 64 && &elf[..4] == b"\x7fELF",
+        "not an ELF file"
+    );
+    ensure!(
+        elf[4] == 2 && elf[5] == 1,
+        "not a 64-bit little-endian ELF file"
+    );
     let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]);
     let phoff = usize::try_from(u64::from_le_bytes(elf[32..40].try_into()?))?;
     let phentsize = usize::from(u16_at(54));
@@ -56,7 +64,11 @@ fn the_agent_is_a_static_binary() -> Result<()> {
     let path = static_agent()?;
     let elf = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let types = program_header_types(&elf)?;
-    assert!(!types.is_empty(), "no program headers in {}", path.display());
+    assert!(
+        !types.is_empty(),
+        "no program headers in {}",
+        path.display()
+    );
     assert!(
         !types.contains(&PT_INTERP),
         "{} asks for a dynamic loader",

@@ -1,6 +1,8 @@
 //! Golden fixtures: every wire message parses into its type and writes back
 //! unchanged. A failing test here means the wire contract changed.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 use std::path::{Path, PathBuf};
 
 use ironclad_versioning::{agent_api, controller_api, image_info, inventory, ramdisk, steps};
@@ -98,9 +100,11 @@ fn generated_documents_match_their_fixtures() {
     assert_eq!(root, read("agent_root.json"));
     assert_eq!(v1, read("agent_v1.json"));
     assert_eq!(controller, read("controller_root.json"));
-    let controller_v1 =
-        serde_json::to_value(controller_api::ControllerV1::new("http://127.0.0.1:6385", true))
-            .unwrap();
+    let controller_v1 = serde_json::to_value(controller_api::ControllerV1::new(
+        "http://127.0.0.1:6385",
+        true,
+    ))
+    .unwrap();
     assert_eq!(controller_v1, read("controller_v1.json"));
     let error = controller_api::ErrorBody::new(404, "Node node-1 could not be found.");
     assert_eq!(
