@@ -6,8 +6,14 @@
 //! ([`disk::BlockDevices`], [`power::Power`]) so that host mode never touches
 //! the host's disks or power.
 
+pub mod api;
+pub mod commands;
 pub mod config;
+pub mod controller_client;
 pub mod disk;
+pub mod heartbeat;
 pub mod image;
+pub mod inventory;
 pub mod logs;
 pub mod power;
+pub mod tls;
