@@ -1,1 +1,2 @@
+//! `ironclad`: the command-line client (work in progress).
 fn main() {}

@@ -1,0 +1,1 @@
+//! The `ironclad` command-line client.
