@@ -1,6 +1,8 @@
 //! The agent binary in host mode, driven over real sockets: API errors, auth,
 //! commands, image writing, heartbeats and auto-TLS.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Read;

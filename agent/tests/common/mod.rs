@@ -3,7 +3,7 @@
 //! controller's lookup/heartbeat endpoints (the real controller is tested end to
 //! end in tests/), and a local image server.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
