@@ -38,10 +38,18 @@ pub struct Cli {
     #[arg(long = "agent-token", value_name = "TOKEN")]
     pub agent_token: Option<String>,
     /// First lookup retry interval in seconds (grows exponentially up to 60 s).
-    #[arg(long = "lookup-interval", default_value_t = 1.0, value_name = "SECONDS")]
+    #[arg(
+        long = "lookup-interval",
+        default_value_t = 1.0,
+        value_name = "SECONDS"
+    )]
     pub lookup_interval: f64,
     /// Give up looking the node up after this many seconds.
-    #[arg(long = "lookup-timeout", default_value_t = 600.0, value_name = "SECONDS")]
+    #[arg(
+        long = "lookup-timeout",
+        default_value_t = 600.0,
+        value_name = "SECONDS"
+    )]
     pub lookup_timeout: f64,
     /// Do not verify the controller's (or image server's) TLS certificate.
     #[arg(long)]
