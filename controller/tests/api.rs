@@ -1,5 +1,7 @@
 //! REST API tests against the real controller binary over a real socket and SQLite file.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 mod common;
 
 use common::Controller;

@@ -5,6 +5,8 @@
 //! the controller's deploy logic can be tested at the crate level. The real
 //! end-to-end deploy with the real agent lives in the workspace `tests/` crate.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 mod common;
 
 use std::sync::{Arc, Mutex};
