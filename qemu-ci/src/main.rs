@@ -62,7 +62,7 @@ enum Command {
         /// Serve the BMCs over HTTPS with self-signed certificates.
         #[arg(long)]
         tls: bool,
-        /// Print the nodes as JSON instead of a table.
+        /// Print the nodes as JSON (one line) instead of a table.
         #[arg(long)]
         json: bool,
         /// Print a `baremetal create` file (Ironic node bodies with ports) instead.
@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             if print_enrollment {
                 println!("{}", serde_json::to_string_pretty(&lab.enrollment())?);
             } else if json {
-                println!("{}", serde_json::to_string_pretty(&lab.table())?);
+                println!("{}", serde_json::to_string(&lab.table())?);
             } else {
                 print!("{}", lab.human_table());
             }
