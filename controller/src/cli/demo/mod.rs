@@ -148,7 +148,8 @@ async fn deploy(
         .arg(args.listen.to_string())
         .arg("--database")
         .arg(format!("sqlite://{}", database.display()))
-        .env("RUST_LOG", "warn");
+        .arg("--log-level")
+        .arg("warn");
     children.spawn("controller", controller)?;
     let base = format!("http://{}", args.listen);
     let api = ApiClient::new(&base)?;

@@ -19,6 +19,7 @@ impl Children {
     /// Starts `command` as `name`, echoing its output as `name | line`.
     pub fn spawn(&mut self, name: &str, mut command: Command) -> Result<(), CliError> {
         command
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
