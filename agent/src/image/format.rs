@@ -167,18 +167,12 @@ mod tests {
     #[test]
     fn compressions_by_magic() {
         assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(
-            Compression::detect(b"\xfd7zXZ\0\0\x04"),
-            Compression::Xz
-        );
+        assert_eq!(Compression::detect(b"\xfd7zXZ\0\0\x04"), Compression::Xz);
         assert_eq!(
             Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
             Compression::Zstd
         );
-        assert_eq!(
-            Compression::detect(b"BZh91AY&SY\0\0"),
-            Compression::Bzip2
-        );
+        assert_eq!(Compression::detect(b"BZh91AY&SY\0\0"), Compression::Bzip2);
         // "BZh" alone (e.g. text) is not bzip2.
         assert_eq!(Compression::detect(b"BZh9 hello world"), Compression::None);
         assert_eq!(Compression::detect(b"hello"), Compression::None);
@@ -186,7 +180,10 @@ mod tests {
 
     #[test]
     fn disk_formats_and_policy() {
-        assert_eq!(detect_disk_format(b"QFI\xfb\0\0\0\x03"), Ok(DiskFormat::Qcow2));
+        assert_eq!(
+            detect_disk_format(b"QFI\xfb\0\0\0\x03"),
+            Ok(DiskFormat::Qcow2)
+        );
         assert_eq!(detect_disk_format(&[0u8; 512]), Ok(DiskFormat::Raw));
         assert!(matches!(
             detect_disk_format(b"KDMV\x01\0\0\0"),

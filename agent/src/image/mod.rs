@@ -378,7 +378,9 @@ impl ImageWriter {
             .map_err(|e| ImageError::Write(format!("the writer thread failed: {e}")))?;
         if let Some(e) = dl_error {
             if let Ok(done) = joined {
-                tokio::task::spawn_blocking(move || done.writer.abort()).await.ok();
+                tokio::task::spawn_blocking(move || done.writer.abort())
+                    .await
+                    .ok();
             }
             return Err(ImageError::Download(format!(
                 "downloading image {}: {}",
@@ -389,7 +391,9 @@ impl ImageWriter {
         let actual = hasher.finalize_hex();
         let url = dl.url().to_owned();
         if actual != expected_hex {
-            tokio::task::spawn_blocking(move || done.writer.abort()).await.ok();
+            tokio::task::spawn_blocking(move || done.writer.abort())
+                .await
+                .ok();
             return Err(ImageError::Checksum {
                 url,
                 algorithm: algorithm.name(),
@@ -403,9 +407,7 @@ impl ImageWriter {
         let image_size = tokio::task::spawn_blocking(move || done.writer.commit())
             .await
             .map_err(|e| ImageError::Write(format!("the writer thread failed: {e}")))?
-            .map_err(|e| {
-                ImageError::Write(format!("finishing the image on {name} failed: {e}"))
-            })?;
+            .map_err(|e| ImageError::Write(format!("finishing the image on {name} failed: {e}")))?;
         tracing::info!(
             "image {} ({} {}) written to {}: {received} bytes received, {image_size} bytes of disk, {data_bytes} bytes of data written, {} verified, {} reconnections",
             info.id,
@@ -654,7 +656,8 @@ impl WriteJob {
                 Err(e) => return Err(self.qcow2_error(e, compression)),
             }
         }
-        let mut st = Streamer::new(r, file_len, plan).map_err(|e| self.qcow2_error(e, compression))?;
+        let mut st =
+            Streamer::new(r, file_len, plan).map_err(|e| self.qcow2_error(e, compression))?;
         let size = st.header().size;
         if size > self.capacity {
             return Err(self.too_large(size));

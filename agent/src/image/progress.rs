@@ -70,7 +70,8 @@ impl Progress {
 
     /// Records the download's total length.
     pub fn set_total(&self, total: Option<u64>) {
-        self.total.store(total.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        self.total
+            .store(total.unwrap_or(UNKNOWN), Ordering::Relaxed);
     }
 
     /// Adds received bytes.
@@ -131,7 +132,9 @@ impl Progress {
                         .unwrap_or_default(),
                     mib(s.bytes_written),
                     mib(s.rate_bytes_per_s),
-                    s.eta_s.map(|e| format!(", about {e} s left")).unwrap_or_default()
+                    s.eta_s
+                        .map(|e| format!(", about {e} s left"))
+                        .unwrap_or_default()
                 );
             }
         });
@@ -168,6 +171,9 @@ mod tests {
         p.set_total(None);
         p.set_stage(Stage::Verifying);
         let s = p.snapshot();
-        assert_eq!((s.bytes_total, s.eta_s, s.stage.as_str()), (None, None, "verifying"));
+        assert_eq!(
+            (s.bytes_total, s.eta_s, s.stage.as_str()),
+            (None, None, "verifying")
+        );
     }
 }

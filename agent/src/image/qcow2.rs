@@ -335,7 +335,7 @@ impl Header {
             if !used {
                 continue;
             }
-            if offset % cs != 0 || offset < cs {
+            if !offset.is_multiple_of(cs) || offset < cs {
                 return Err(invalid(format!(
                     "the {what} offset {offset:#x} is not a cluster boundary after the header"
                 )));
@@ -525,7 +525,7 @@ impl Layout {
                 self.add_zero(i * cov, cov);
                 continue;
             }
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 return Err(invalid(format!(
                     "L1 entry {i} points at {off:#x}, not a cluster boundary"
                 )));
@@ -607,7 +607,7 @@ impl Layout {
                 self.add_zero(guest, cs);
                 continue;
             }
-            if host % cs != 0 {
+            if !host.is_multiple_of(cs) {
                 return Err(invalid(format!(
                     "the data cluster at {host:#x} is not cluster aligned"
                 )));
@@ -651,7 +651,9 @@ impl Plan {
     /// Reads the header, the L1 table and every L2 table of an image of
     /// `file_len` bytes and checks them all.
     pub fn build(src: &mut dyn RangeRead, file_len: u64) -> Result<Self, Qcow2Error> {
-        let head = src.read_range(0, MIN_HEADER as u64).map_err(Qcow2Error::Read)?;
+        let head = src
+            .read_range(0, MIN_HEADER as u64)
+            .map_err(Qcow2Error::Read)?;
         let cs = cluster_size_of(&head)?;
         let cluster = src
             .read_range(0, cs.min(file_len))
@@ -808,7 +810,9 @@ impl Inflaters {
                 loop {
                     let before = (inb.pos(), outb.pos());
                     let hint = dec.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
-                    if hint == 0 || outb.pos() == outb.capacity() || (inb.pos(), outb.pos()) == before
+                    if hint == 0
+                        || outb.pos() == outb.capacity()
+                        || (inb.pos(), outb.pos()) == before
                     {
                         break;
                     }
@@ -905,11 +909,15 @@ impl<R: Read> Streamer<R> {
                     let len = self.layout.header.l1_size * 8;
                     let table = self.window.get(host, len)?.to_vec();
                     if (table.len() as u64) < len {
-                        return Err(Qcow2Error::Truncated("the stream ended in the L1 table".into()));
+                        return Err(Qcow2Error::Truncated(
+                            "the stream ended in the L1 table".into(),
+                        ));
                     }
                     if let Some(c) = check {
                         if digest(&table) != c {
-                            return Err(invalid("the L1 table changed between the metadata read and the download"));
+                            return Err(invalid(
+                                "the L1 table changed between the metadata read and the download",
+                            ));
                         }
                         continue;
                     }
@@ -1024,13 +1032,32 @@ mod tests {
     #[test]
     fn unsafe_headers_are_refused() {
         let base = header(3, 16, 1 << 20);
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-            ("backing", Box::new(|h| h[8..16].copy_from_slice(&512u64.to_be_bytes()))),
-            ("cluster_bits", Box::new(|h| h[20..24].copy_from_slice(&30u32.to_be_bytes()))),
-            ("encrypted", Box::new(|h| h[32..36].copy_from_slice(&1u32.to_be_bytes()))),
-            ("L1 table", Box::new(|h| h[36..40].copy_from_slice(&0x0100_0000u32.to_be_bytes()))),
-            ("beyond", Box::new(|h| h[40..48].copy_from_slice(&(1u64 << 40).to_be_bytes()))),
-            ("overlaps", Box::new(|h| h[48..56].copy_from_slice(&(2u64 << 16).to_be_bytes()))),
+        type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "backing",
+                Box::new(|h| h[8..16].copy_from_slice(&512u64.to_be_bytes())),
+            ),
+            (
+                "cluster_bits",
+                Box::new(|h| h[20..24].copy_from_slice(&30u32.to_be_bytes())),
+            ),
+            (
+                "encrypted",
+                Box::new(|h| h[32..36].copy_from_slice(&1u32.to_be_bytes())),
+            ),
+            (
+                "L1 table",
+                Box::new(|h| h[36..40].copy_from_slice(&0x0100_0000u32.to_be_bytes())),
+            ),
+            (
+                "beyond",
+                Box::new(|h| h[40..48].copy_from_slice(&(1u64 << 40).to_be_bytes())),
+            ),
+            (
+                "overlaps",
+                Box::new(|h| h[48..56].copy_from_slice(&(2u64 << 16).to_be_bytes())),
+            ),
             ("external data file", Box::new(|h| h[79] = 4)),
             ("unknown incompatible", Box::new(|h| h[72] = 0x80)),
             ("version", Box::new(|h| h[7] = 4)),

@@ -95,11 +95,7 @@ pub struct DiskWriter {
 /// The block-device ioctls used for zeroing.
 mod ioctl {
     // `BLKZEROOUT` = _IO(0x12, 127); its argument is `[start, length]` in bytes.
-    nix::ioctl_write_ptr_bad!(
-        blkzeroout,
-        nix::request_code_none!(0x12, 127),
-        [u64; 2]
-    );
+    nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 }
 use ioctl::blkzeroout;
 
@@ -209,7 +205,7 @@ impl DiskWriter {
                 }
             }
             ZeroMethod::BlkZeroOut => {
-                let aligned = offset % 512 == 0 && len % 512 == 0;
+                let aligned = offset.is_multiple_of(512) && len.is_multiple_of(512);
                 if aligned {
                     let range = [offset, len];
                     // SAFETY: BLKZEROOUT reads a `[u64; 2]` (start, length) through the

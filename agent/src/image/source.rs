@@ -73,7 +73,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.interval.saturating_mul(factor).min(MAX_BACKOFF.max(self.interval))
+        self.interval
+            .saturating_mul(factor)
+            .min(MAX_BACKOFF.max(self.interval))
     }
 }
 
@@ -84,11 +86,7 @@ enum Body {
 }
 
 /// Builds the request for `url` with the image server's authentication.
-fn request(
-    client: &reqwest::Client,
-    url: &str,
-    auth: &RequestAuth,
-) -> reqwest::RequestBuilder {
+fn request(client: &reqwest::Client, url: &str, auth: &RequestAuth) -> reqwest::RequestBuilder {
     let mut req = client.get(url);
     if let Some(value) = &auth.authorization {
         req = req.header(reqwest::header::AUTHORIZATION, value);
@@ -99,8 +97,8 @@ fn request(
 }
 
 fn file_path(url: &str) -> Result<Option<std::path::PathBuf>, OpenError> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| OpenError::Fatal(format!("invalid image URL {url:?}: {e}")))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| OpenError::Fatal(format!("invalid image URL {url:?}: {e}")))?;
     match parsed.scheme() {
         "file" => parsed
             .to_file_path()
@@ -115,7 +113,11 @@ fn file_path(url: &str) -> Result<Option<std::path::PathBuf>, OpenError> {
 
 /// Parses `Content-Range: bytes START-END/TOTAL`.
 fn content_range(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
-    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, _) = range.split_once('-')?;
@@ -157,7 +159,9 @@ async fn open_at(
     let status = resp.status();
     if status == reqwest::StatusCode::PARTIAL_CONTENT && offset > 0 {
         let (start, total) = content_range(&resp).ok_or_else(|| {
-            OpenError::Retryable(format!("GET {url} answered 206 without a usable Content-Range"))
+            OpenError::Retryable(format!(
+                "GET {url} answered 206 without a usable Content-Range"
+            ))
         })?;
         if start != offset {
             return Err(OpenError::Retryable(format!(
@@ -173,7 +177,9 @@ async fn open_at(
             "GET {url} returned HTTP {status}; check that the URL is right and that the image server allows this node"
         )))
     } else {
-        Err(OpenError::Retryable(format!("GET {url} returned HTTP {status}")))
+        Err(OpenError::Retryable(format!(
+            "GET {url} returned HTTP {status}"
+        )))
     }
 }
 
@@ -291,7 +297,10 @@ impl Download {
     async fn retry_later(&mut self, msg: String) {
         self.attempt += 1;
         if self.attempt > self.policy.retries {
-            tracing::warn!("{msg}; giving up on this URL after {} attempts", self.attempt);
+            tracing::warn!(
+                "{msg}; giving up on this URL after {} attempts",
+                self.attempt
+            );
             self.failures.push(msg);
             self.next_url();
             return;
@@ -441,10 +450,22 @@ impl RangeReader {
     }
 }
 
+/// Attempts per metadata range read (connection errors only).
+const RANGE_ATTEMPTS: u32 = 3;
+
 impl RangeRead for RangeReader {
     fn read_range(&mut self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
         let handle = self.handle.clone();
-        handle.block_on(self.fetch(offset, len))
+        let mut attempt = 1;
+        loop {
+            match handle.block_on(self.fetch(offset, len)) {
+                Err(e) if e.kind() == std::io::ErrorKind::Other && attempt < RANGE_ATTEMPTS => {
+                    tracing::debug!("range read at {offset} failed ({e}); retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -455,7 +476,9 @@ pub async fn fetch_small(
     auth: &RequestAuth,
     limit: usize,
 ) -> Result<Vec<u8>, String> {
-    let (mut body, _, _) = open_at(client, url, auth, 0).await.map_err(|e| e.to_string())?;
+    let (mut body, _, _) = open_at(client, url, auth, 0)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     loop {
         let chunk = match &mut body {
