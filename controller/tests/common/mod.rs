@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sushy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
