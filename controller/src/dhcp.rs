@@ -192,7 +192,7 @@ impl DnsmasqConfig {
         line(format!("dhcp-ignore=tag:!{ALLOW_TAG}"));
         line("dhcp-match=set:ipxe,175".to_owned());
         // iPXE option 175.176 = 1: do not wait for ProxyDHCP offers.
-        line("dhcp-option=tag:ipxe,175,176,1b".to_owned());
+        line("dhcp-option=tag:ipxe,encap:175,176,1".to_owned());
         line(format!("dhcp-boot=tag:ipxe,{}", self.boot_script_url));
         if let Some(file) = &self.ipxe_bootfile {
             line(format!("dhcp-boot=tag:!ipxe,{file}"));
@@ -338,7 +338,7 @@ mod tests {
             "dhcp-ignore=tag:!ironclad",
             "dhcp-match=set:ipxe,175",
             "dhcp-boot=tag:ipxe,http://10.9.0.1:6385/boot.ipxe",
-            "dhcp-option=tag:ipxe,175,176,1b",
+            "dhcp-option=tag:ipxe,encap:175,176,1",
             "port=0",
         ] {
             assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");

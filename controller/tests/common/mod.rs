@@ -85,6 +85,15 @@ impl Controller {
         self.http = reqwest::Client::new();
     }
 
+    /// Stops the process with SIGTERM (a clean shutdown) and waits for it.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub async fn call(
         &self,
         method: Method,
