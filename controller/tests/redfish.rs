@@ -124,7 +124,29 @@ async fn redfish_nodes_are_verified_powered_and_boot_from_the_chosen_device() {
     assert_eq!(shown["power_state"], "power off", "{shown}");
     assert_eq!(sushy.system(&SYSTEM_A).await["PowerState"], "Off");
 
-    // Inventory read out of band.
+    // Inventory read out of band: properties merged, a port per NIC.
+    let (status, body) = c
+        .patch(
+            &format!("/v1/nodes/{node}"),
+            json!([{"op": "add", "path": "/properties/capabilities", "value": "boot_mode:bios,secure_boot:false"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    c.provision(&node, "inspect").await;
+    let shown = wait_node(&c, &node, "inspected", |n| {
+        n["provision_state"] != "inspecting"
+    })
+    .await;
+    assert_eq!(shown["provision_state"], "manageable", "{shown}");
+    assert_eq!(
+        shown["properties"]["capabilities"],
+        "boot_mode:uefi,secure_boot:false"
+    );
+    assert_eq!(shown["properties"]["vendor"], "Sushy Emulator");
+    assert!(!shown["inspection_finished_at"].is_null());
+    let (_, ports) = c.get(&format!("/v1/nodes/{node}/ports")).await;
+    assert_eq!(ports["ports"][0]["address"], SYSTEM_A.mac, "{ports}");
+
     let (_, drivers) = c.get("/v1/drivers").await;
     let names: Vec<&str> = drivers["drivers"]
         .as_array()

@@ -348,6 +348,7 @@ impl Conductor {
     async fn continue_provision(&self, mut node: Node, event: Event, _guard: NodeLock) {
         let outcome = match event {
             Event::Manage => self.verify(&mut node).await,
+            Event::Inspect => self.inspect(&mut node).await,
             Event::Provide => self.automated_clean(&mut node).await,
             Event::Deploy | Event::Rebuild => self.boot_deploy_ramdisk(&mut node).await,
             Event::Delete => self.tear_down(&mut node).await,
@@ -377,6 +378,66 @@ impl Conductor {
             Err(error) => {
                 node.last_error = Some(format!(
                     "Failed to verify the power credentials of node {}: {error}. Fix driver_info and run `manage` again.",
+                    node.uuid
+                ));
+                self.apply(node, Event::Fail)?;
+            }
+        }
+        self.save(node).await
+    }
+
+    /// Out-of-band inspection: the inspect interface reads the hardware; its
+    /// properties are merged into the node and a port is created per new MAC.
+    async fn inspect(&self, node: &mut Node) -> Result<()> {
+        node.inspection_started_at = Some(crate::timestamp_now());
+        node.inspection_finished_at = None;
+        let result = async {
+            let inspect = self.inner.drivers.inspect(node)?;
+            inspect.validate(node).await?;
+            Ok::<_, ConductorError>(inspect.inspect_hardware(node).await?)
+        }
+        .await;
+        match result {
+            Ok(found) => {
+                for (key, value) in found.properties {
+                    let merged = match (key.as_str(), node.properties.get(&key), &value) {
+                        ("capabilities", Some(Value::String(old)), Value::String(new)) => {
+                            json!(merge_capabilities(old, new))
+                        }
+                        _ => value,
+                    };
+                    node.properties.insert(key, merged);
+                }
+                let known: Vec<String> = self
+                    .inner
+                    .store
+                    .ports_of_node(&node.uuid)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.address.to_ascii_lowercase())
+                    .collect();
+                for mac in found.macs.iter().filter(|m| !known.contains(m)) {
+                    let uuid = uuid::Uuid::new_v4().to_string();
+                    let mut document = crate::api::views::port_template(&uuid, mac, &node.uuid);
+                    document["created_at"] = json!(crate::timestamp_now());
+                    let port = serde_json::from_value(document).map_err(|e| {
+                        ConductorError::InvalidParameter(format!("cannot build a port: {e}"))
+                    })?;
+                    match self.inner.store.create_port(&port).await {
+                        Ok(()) => {
+                            tracing::info!(node = %node.uuid, mac, "port created by inspection")
+                        }
+                        Err(error) => {
+                            tracing::warn!(node = %node.uuid, mac, %error, "inspection found a MAC that cannot become a port")
+                        }
+                    }
+                }
+                node.inspection_finished_at = Some(crate::timestamp_now());
+                self.apply(node, Event::Done)?;
+            }
+            Err(error) => {
+                node.last_error = Some(format!(
+                    "Failed to inspect node {}: {error}. Fix the cause and inspect again.",
                     node.uuid
                 ));
                 self.apply(node, Event::Fail)?;
@@ -695,6 +756,25 @@ impl Conductor {
         }
         Ok(())
     }
+}
+
+/// Merges `key:value` capability lists; `new` wins for keys in both.
+pub fn merge_capabilities(old: &str, new: &str) -> String {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for item in old.split(',').chain(new.split(',')) {
+        let Some((key, value)) = item.trim().split_once(':') else {
+            continue;
+        };
+        match pairs.iter_mut().find(|(k, _)| k == key) {
+            Some(pair) => pair.1 = value.to_owned(),
+            None => pairs.push((key.to_owned(), value.to_owned())),
+        }
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn step_map(step: &str, priority: i64) -> Map<String, Value> {

@@ -32,6 +32,8 @@ pub enum Event {
     Resume,
     /// Teardown finished; clean the node.
     Clean,
+    /// Inspect the hardware (`inspect`).
+    Inspect,
 }
 
 impl Event {
@@ -48,6 +50,7 @@ impl Event {
             Self::Wait => "wait",
             Self::Resume => "resume",
             Self::Clean => "clean",
+            Self::Inspect => "inspect",
         }
     }
 }
@@ -62,6 +65,11 @@ const TRANSITIONS: &[(ProvisionState, Event, ProvisionState)] = &[
     (S::CleanFailed, Event::Manage, S::Manageable),
     (S::InspectFailed, Event::Manage, S::Manageable),
     (S::AdoptFailed, Event::Manage, S::Manageable),
+    // Out-of-band inspection.
+    (S::Manageable, Event::Inspect, S::Inspecting),
+    (S::InspectFailed, Event::Inspect, S::Inspecting),
+    (S::Inspecting, Event::Done, S::Manageable),
+    (S::Inspecting, Event::Fail, S::InspectFailed),
     // Automated cleaning (a pass-through until cleaning is implemented).
     (S::Manageable, Event::Provide, S::Cleaning),
     (S::Cleaning, Event::Done, S::Available),
@@ -110,7 +118,7 @@ pub fn target_of(state: ProvisionState) -> Option<ProvisionState> {
 pub fn fails_on_restart(state: ProvisionState) -> bool {
     matches!(
         state,
-        S::Deploying | S::Cleaning | S::Verifying | S::Deleting
+        S::Deploying | S::Cleaning | S::Verifying | S::Deleting | S::Inspecting
     )
 }
 
@@ -165,6 +173,7 @@ pub fn event_for_target(
     let (event, needs) = match target {
         T::Manage => (Event::Manage, ApiVersion::new(1, 4)),
         T::Provide => (Event::Provide, ApiVersion::new(1, 4)),
+        T::Inspect => (Event::Inspect, ApiVersion::new(1, 6)),
         T::Active => (Event::Deploy, ApiVersion::new(1, 1)),
         T::Deploy => (Event::Deploy, ApiVersion::new(1, 73)),
         T::Rebuild => (Event::Rebuild, ApiVersion::new(1, 1)),
