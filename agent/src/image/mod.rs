@@ -23,7 +23,9 @@
 
 pub mod buffers;
 pub mod checksum;
+pub mod configdrive;
 pub mod format;
+pub mod partitions;
 pub mod pipeline;
 pub mod progress;
 pub mod qcow2;
@@ -131,6 +133,7 @@ pub struct ImageWriter {
     /// Extra CA bundle when building proxied clients.
     pub ca_file: Option<PathBuf>,
     current: Arc<Mutex<Option<Arc<Progress>>>>,
+    layout: Arc<Mutex<Option<serde_json::Value>>>,
 }
 
 fn auth_of(info: &ImageInfo) -> RequestAuth {
@@ -181,6 +184,7 @@ impl ImageWriter {
             insecure: false,
             ca_file: None,
             current: Arc::new(Mutex::new(None)),
+            layout: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -297,6 +301,50 @@ impl ImageWriter {
         device: &BlockDevice,
         permitted: Option<&[String]>,
     ) -> Result<WriteReport, ImageError> {
+        self.write_region(
+            info,
+            algorithm,
+            expected_hex,
+            device,
+            0,
+            device.size,
+            permitted,
+        )
+        .await
+    }
+
+    /// The HTTP client for config drives and other small downloads.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The partitions of the last partition image written, for `get_partition_uuids`.
+    pub fn last_layout(&self) -> Option<serde_json::Value> {
+        self.layout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records (or clears) the partitions of the image just written.
+    pub fn set_last_layout(&self, layout: Option<serde_json::Value>) {
+        *self.layout.lock().unwrap_or_else(|e| e.into_inner()) = layout;
+    }
+
+    /// Downloads the image and writes it to the `size` bytes of `device`
+    /// starting at byte `base` (a partition of a partition image); the image
+    /// must fit in `size`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_region(
+        &self,
+        info: &ImageInfo,
+        algorithm: ChecksumAlgorithm,
+        expected_hex: &str,
+        device: &BlockDevice,
+        base: u64,
+        size: u64,
+        permitted: Option<&[String]>,
+    ) -> Result<WriteReport, ImageError> {
         let client = self.client_for(info)?;
         let progress = Arc::new(Progress::new());
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
@@ -320,7 +368,8 @@ impl ImageWriter {
         let job = WriteJob {
             path: device.path.clone(),
             device: device.name.clone(),
-            capacity: device.size,
+            base,
+            capacity: size,
             image: info.id.clone(),
             declared: info.disk_format.clone(),
             permitted: permitted.map(<[String]>::to_vec),
@@ -471,6 +520,7 @@ struct Written {
 struct WriteJob {
     path: PathBuf,
     device: String,
+    base: u64,
     capacity: u64,
     image: String,
     declared: Option<String>,
@@ -534,7 +584,8 @@ impl WriteJob {
 
     /// Opens the disk (zeroing its first MiB) and starts the disk thread.
     fn open_disk(&self) -> Result<WriteBehind, ImageError> {
-        let w = DiskWriter::open(&self.path, self.capacity).map_err(|e| self.write_error(e))?;
+        let w = DiskWriter::open_at(&self.path, self.base, self.capacity)
+            .map_err(|e| self.write_error(e))?;
         WriteBehind::start(w, self.capacity, Pool::new(OUT_BUFFERS, BUF_SIZE))
             .map_err(|e| self.write_error(e))
     }

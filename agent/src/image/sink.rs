@@ -127,6 +127,7 @@ fn sync_file_range(fd: i32, offset: i64, len: i64, flags: u32) -> Result<(), nix
 pub struct DiskWriter {
     file: File,
     direct: Option<File>,
+    base: u64,
     path: PathBuf,
     capacity: u64,
     head: Vec<u8>,
@@ -151,6 +152,13 @@ use ioctl::blkzeroout;
 impl DiskWriter {
     /// Opens `path` (which must exist) of `capacity` bytes and zeroes its first MiB.
     pub fn open(path: &Path, capacity: u64) -> Result<Self, SinkError> {
+        Self::open_at(path, 0, capacity)
+    }
+
+    /// Like [`DiskWriter::open`] for the `capacity` bytes of `path` starting at
+    /// byte `base` (a partition): guest offset 0 is `base`, and the first MiB
+    /// held back is the partition's.
+    pub fn open_at(path: &Path, base: u64, capacity: u64) -> Result<Self, SinkError> {
         let io = |op: &'static str| {
             let path = path.to_owned();
             move |source| SinkError::Io { op, path, source }
@@ -173,6 +181,7 @@ impl DiskWriter {
         let mut w = Self {
             file,
             direct,
+            base,
             path: path.to_owned(),
             capacity,
             head: vec![0u8; head_len],
@@ -239,6 +248,7 @@ impl DiskWriter {
         if len == 0 {
             return Ok(());
         }
+        let offset = self.base + offset;
         match self.method {
             ZeroMethod::PunchHole => {
                 let r = nix::fcntl::fallocate(
@@ -304,7 +314,7 @@ impl DiskWriter {
         let aligned = |v: u64| v.is_multiple_of(DIRECT_ALIGN);
         if let Some(direct) = &self.direct {
             if aligned(offset) && aligned(data.len() as u64) && aligned(data.as_ptr() as u64) {
-                match direct.write_all_at(data, offset) {
+                match direct.write_all_at(data, self.base + offset) {
                     Ok(()) => return Ok(()),
                     Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                         tracing::info!(
@@ -318,7 +328,7 @@ impl DiskWriter {
             }
         }
         self.file
-            .write_all_at(data, offset)
+            .write_all_at(data, self.base + offset)
             .map_err(self.io_err("writing"))?;
         self.dirty += data.len() as u64;
         self.data_end = self.data_end.max(offset + data.len() as u64);
@@ -339,7 +349,10 @@ impl DiskWriter {
         self.dirty = 0;
         let fd = self.file.as_raw_fd();
         if self.waited_upto < self.started_upto {
-            let (from, len) = (self.waited_upto, self.started_upto - self.waited_upto);
+            let (from, len) = (
+                self.base + self.waited_upto,
+                self.started_upto - self.waited_upto,
+            );
             let wait =
                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
             if let Err(e) = sync_file_range(fd, from as i64, len as i64, wait) {
@@ -356,7 +369,10 @@ impl DiskWriter {
             self.waited_upto = self.started_upto;
         }
         if self.data_end > self.started_upto {
-            let (from, len) = (self.started_upto, self.data_end - self.started_upto);
+            let (from, len) = (
+                self.base + self.started_upto,
+                self.data_end - self.started_upto,
+            );
             if let Err(e) = sync_file_range(fd, from as i64, len as i64, SYNC_FILE_RANGE_WRITE) {
                 tracing::debug!("sync_file_range: {e}");
             }
@@ -381,7 +397,7 @@ impl DiskWriter {
         self.flush_zero()?;
         self.file.sync_data().map_err(self.io_err("syncing"))?;
         self.file
-            .write_all_at(&self.head, 0)
+            .write_all_at(&self.head, self.base)
             .map_err(self.io_err("writing the first MiB of"))?;
         self.file.sync_all().map_err(self.io_err("syncing"))?;
         Ok(self.high_water)
