@@ -294,3 +294,64 @@ async fn deploy_boots_the_ramdisk_over_pxe_and_undeploy_powers_off() {
     assert_eq!(shown["power_state"], "power off", "{shown}");
     assert_eq!(sushy.system(&SYSTEM_A).await["PowerState"], "Off");
 }
+
+#[tokio::test]
+async fn deploy_over_virtual_media_inserts_the_iso_and_boots_the_cd() {
+    let sushy = Sushy::start(&[SYSTEM_B], None);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("httpboot");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("agent.iso"), vec![0u8; 64 * 1024]).unwrap();
+    let mut args = FAST_RETRIES.to_vec();
+    args.extend(["--http-root", root.to_str().unwrap()]);
+    let c = Controller::start(dir.path(), &args);
+    let mut body = redfish_node(&sushy, Some(&SYSTEM_B), "");
+    body["boot_interface"] = json!("redfish-virtual-media");
+    let node = c.create_node(body).await;
+    let (_, validation) = c.get(&format!("/v1/nodes/{node}/validate")).await;
+    assert_eq!(validation["boot"]["result"], false, "{validation}");
+    assert!(validation["boot"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("deploy_iso"));
+    c.patch(
+        &format!("/v1/nodes/{node}"),
+        json!([
+            {"op": "add", "path": "/driver_info/deploy_iso", "value": "agent.iso"},
+            {"op": "add", "path": "/instance_info/image_source", "value": "http://127.0.0.1:1/img.raw"},
+            {"op": "add", "path": "/instance_info/image_checksum", "value": "abc"}
+        ]),
+    )
+    .await;
+    for (target, state) in [("manage", "manageable"), ("provide", "available")] {
+        c.provision(&node, target).await;
+        c.wait_state(&node, state).await;
+    }
+    c.provision(&node, "active").await;
+    let shown = wait_node(&c, &node, "wait call-back", |n| {
+        n["provision_state"] != "deploying"
+    })
+    .await;
+    assert_eq!(shown["provision_state"], "wait call-back", "{shown}");
+    let cd = sushy
+        .get(&format!(
+            "/redfish/v1/Systems/{}/VirtualMedia/Cd",
+            SYSTEM_B.uuid
+        ))
+        .await;
+    assert_eq!(cd["Inserted"], true, "{cd}");
+    assert_eq!(cd["Image"], format!("{}/httpboot/agent.iso", c.url));
+    let system = sushy.system(&SYSTEM_B).await;
+    assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Cd");
+    assert_eq!(system["PowerState"], "On");
+
+    c.provision(&node, "deleted").await;
+    c.wait_state(&node, "available").await;
+    let cd = sushy
+        .get(&format!(
+            "/redfish/v1/Systems/{}/VirtualMedia/Cd",
+            SYSTEM_B.uuid
+        ))
+        .await;
+    assert_eq!(cd["Inserted"], false, "{cd}");
+}

@@ -47,6 +47,8 @@ impl HardwareType for Redfish {
             InterfaceKind::Power => &["redfish"],
             InterfaceKind::Management => &["redfish", "noop"],
             InterfaceKind::Inspect => &["redfish", "no-inspect"],
+            // Virtual media last, as in Ironic: iPXE stays the default.
+            InterfaceKind::Boot => &["ipxe", "redfish-virtual-media"],
             other => generic(other),
         }
     }

@@ -451,7 +451,14 @@ impl DriverRegistry {
         let redfish = Arc::new(redfish::Redfish::new(settings));
         imp.power.insert("redfish", redfish.clone());
         imp.management.insert("redfish", redfish.clone());
-        imp.inspect.insert("redfish", redfish);
+        imp.inspect.insert("redfish", redfish.clone());
+        imp.boot.insert(
+            "redfish-virtual-media",
+            Arc::new(redfish::vmedia::RedfishVirtualMedia::new(
+                redfish,
+                &settings.public_url,
+            )),
+        );
         let ipmi = Arc::new(ipmi::Ipmitool::new(settings));
         imp.power.insert("ipmitool", ipmi.clone());
         imp.management.insert("ipmitool", ipmi);

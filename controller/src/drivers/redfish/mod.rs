@@ -3,7 +3,8 @@
 //! - [`info`]: `driver_info` (`redfish_address`, `redfish_system_id`,
 //!   `redfish_username`, `redfish_password`, `redfish_verify_ca`, `redfish_auth_type`);
 //! - [`client`]: HTTP, authentication, retries and error messages;
-//! - [`quirks`]: vendor differences, in one place.
+//! - [`quirks`]: vendor differences, in one place;
+//! - [`vmedia`]: the `redfish-virtual-media` boot interface.
 //!
 //! Power follows Ironic: `On`, `ForceOff`, `GracefulShutdown`; a reboot is an
 //! off (hard or graceful) followed by `On`, each waited for, because many BMCs
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod info;
 pub mod quirks;
+pub mod vmedia;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,7 +152,8 @@ impl Redfish {
         }
     }
 
-    async fn system(
+    /// The node's connection, system path and system resource.
+    pub(crate) async fn system(
         &self,
         node: &Node,
     ) -> Result<(Arc<Connection>, String, client::Reply), DriverError> {
@@ -401,7 +404,7 @@ impl InspectInterface for Redfish {
     }
 }
 
-fn members(body: &Value) -> Vec<String> {
+pub(crate) fn members(body: &Value) -> Vec<String> {
     body.get("Members")
         .and_then(Value::as_array)
         .map(|m| {
