@@ -86,6 +86,16 @@ async fn interfaces_default_validate_and_reject_what_the_type_does_not_support()
         .unwrap()
         .contains("ipmi_address"));
 
+    // A power request the driver cannot carry out is refused at once.
+    let (status, body) = c
+        .put(
+            &format!("/v1/nodes/{node}/states/power"),
+            json!({"target": "power on"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(Controller::fault(&body).contains("ipmi_address"));
+
     let manual = c.create_node(json!({"driver": "manual-management"})).await;
     let (_, shown) = c.get(&format!("/v1/nodes/{manual}")).await;
     assert_eq!(shown["power_interface"], "fake");

@@ -10,6 +10,7 @@ use axum::Json;
 use ironclad_versioning::controller_api::ErrorBody;
 
 use crate::conductor::ConductorError;
+use crate::drivers::DriverError;
 use crate::store::StoreError;
 
 /// An error reply: a status and a message for a person.
@@ -97,7 +98,12 @@ impl From<ConductorError> for ApiError {
                 Self::bad_request(message)
             }
             ConductorError::Store(store) => store.into(),
-            ConductorError::Driver(_) => Self::internal(message),
+            ConductorError::Driver(
+                DriverError::InvalidParameters(_)
+                | DriverError::Unsupported(_)
+                | DriverError::NotEnabled { .. },
+            ) => Self::bad_request(message),
+            ConductorError::Driver(DriverError::Bmc(_)) => Self::internal(message),
         }
     }
 }

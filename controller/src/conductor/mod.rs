@@ -545,6 +545,8 @@ impl Conductor {
                 node.uuid
             )));
         }
+        let power = self.inner.drivers.power(&node)?;
+        power.validate(&node).await?;
         node.target_power_state = Some(match target {
             PowerTarget::Off | PowerTarget::SoftOff => PowerState::Off,
             _ => PowerState::On,
