@@ -26,7 +26,7 @@ pub fn deploy_steps() -> DeployStepsListing {
     write_image.reboot_requested = Some(false);
     write_image.argsinfo = Some(json!({
         "image_info": {"description": "Image to write", "required": true},
-        "configdrive": {"description": "Config drive to write (not supported yet)", "required": false}
+        "configdrive": {"description": "Config drive to write: base64 of a gzipped ISO 9660 image, or an http(s) URL of one", "required": false}
     }));
     DeployStepsListing {
         steps: BTreeMap::from([(HARDWARE_MANAGER.to_owned(), vec![write_image])]),

@@ -6,6 +6,7 @@
 //! ones in a task whose result the history shows as `RUNNING` until it ends.
 
 pub mod deploy;
+pub mod image;
 pub mod log;
 pub mod poll;
 pub mod standby;
@@ -227,6 +228,7 @@ pub fn prepare(
     match extension {
         "standby" => standby::prepare(ctx, command, params),
         "deploy" => deploy::prepare(ctx, command, params),
+        "image" => image::prepare(ctx, command, params),
         "poll" => poll::prepare(ctx, command, params),
         "log" => log::prepare(ctx, command, params),
         other => Err(ExecuteError::UnknownExtension(other.to_owned())),

@@ -21,6 +21,7 @@
 //! [`IN_BUFFERS`] + [`OUT_BUFFERS`] buffers of [`BUF_SIZE`] bytes exist, and
 //! qcow2 metadata is a small fraction of the virtual size.
 
+pub mod bootloader;
 pub mod buffers;
 pub mod checksum;
 pub mod configdrive;
