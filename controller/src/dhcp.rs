@@ -201,7 +201,10 @@ impl DnsmasqConfig {
             line("enable-tftp".to_owned());
             line(format!("tftp-root={}", root.display()));
         }
+        // Keep root credentials: a change of user or group would also clear the
+        // parent-death signal that stops dnsmasq with the controller.
         line("user=root".to_owned());
+        line("group=root".to_owned());
         line("log-dhcp".to_owned());
         text
     }
@@ -280,16 +283,25 @@ impl Drop for Dnsmasq {
 }
 
 fn spawn(program: &Path, conf: &Path) -> Result<Child, DhcpError> {
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .arg("--keep-in-foreground")
         .arg(format!("--conf-file={}", conf.display()))
         .arg("--log-facility=-")
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| DhcpError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .kill_on_drop(true);
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // the prctl system call, which is async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            // dnsmasq goes down with the controller, even when it is killed.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = command.spawn().map_err(|source| DhcpError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
     tracing::info!(pid = ?child.id(), conf = %conf.display(), "dnsmasq started");
     Ok(child)
 }

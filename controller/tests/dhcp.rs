@@ -179,7 +179,8 @@ async fn dnsmasq_offers_the_boot_script_only_to_nodes_that_network_boot() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            // nsenter execs without forking, so dnsmasq stays the controller's child.
+            "#!/bin/sh\nexec nsenter --net=/run/netns/{} {} \"$@\"\n",
             lab.server, dnsmasq
         ),
     )
@@ -191,7 +192,7 @@ async fn dnsmasq_offers_the_boot_script_only_to_nodes_that_network_boot() {
     .unwrap();
     let public = format!("http://10.77.{subnet}.1:6385");
     let range = format!("10.77.{subnet}.10,10.77.{subnet}.50,255.255.255.0,1h");
-    let mut c = Controller::start(
+    let c = Controller::start(
         dir.path(),
         &[
             "--dnsmasq",
@@ -272,8 +273,35 @@ async fn dnsmasq_offers_the_boot_script_only_to_nodes_that_network_boot() {
             .await
             .unwrap();
     assert!(after.is_none(), "offer after undeploy: {after:?}");
-    // A clean stop takes the controller's dnsmasq down with it.
-    c.terminate();
+    // Even a killed controller takes its dnsmasq down with it (parent-death signal).
+    drop(c);
+    let started = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &lab.server])
+            .output()
+            .unwrap();
+        // Zombies (dead, not yet reaped by init) count as gone.
+        let alive = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|stat| {
+                        stat.rsplit_once(')')
+                            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(false)
+            });
+        if !alive {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "dnsmasq outlived the controller: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn which(program: &str) -> Result<String, ()> {
