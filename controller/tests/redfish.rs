@@ -6,7 +6,11 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::{Json, Router};
 
 use common::sushy::{FakeSystem, Sushy, SYSTEM_A, SYSTEM_B};
 use common::Controller;
@@ -354,4 +358,98 @@ async fn deploy_over_virtual_media_inserts_the_iso_and_boots_the_cd() {
         ))
         .await;
     assert_eq!(cd["Inserted"], false, "{cd}");
+}
+
+/// A STAND-IN agent (an in-test axum server shaped like the agent's command API):
+/// every command succeeds at once. Only the BMC side is under test here.
+async fn stand_in_agent() -> (String, Arc<Mutex<Vec<String>>>) {
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = received.clone();
+    let post = move |Json(body): Json<Value>| {
+        let seen = seen.clone();
+        async move {
+            let name = body["name"].as_str().unwrap_or_default().to_owned();
+            seen.lock().unwrap().push(name.clone());
+            let result = match name.as_str() {
+                "deploy.get_deploy_steps" => json!({"deploy_steps": {"GenericHardwareManager": [
+                    {"step": "write_image", "priority": 80, "interface": "deploy", "reboot_requested": false}]},
+                    "hardware_manager_version": {"generic_hardware_manager": "1.2"}}),
+                "standby.get_partition_uuids" => json!({"root uuid": "0xabcd"}),
+                _ => Value::Null,
+            };
+            Json(
+                json!({"id": name, "command_name": name.rsplit('.').next().unwrap_or_default(),
+                "command_status": "SUCCEEDED", "command_error": null, "command_result": result}),
+            )
+        }
+    };
+    let list = || async {
+        Json(
+            json!({"commands": [{"id": "w", "command_name": "execute_deploy_step",
+            "command_status": "SUCCEEDED", "command_error": null,
+            "command_result": {"deploy_result": null, "deploy_step": {"step": "write_image"}}}]}),
+        )
+    };
+    let app = Router::new().route("/v1/commands/", get(list).post(post));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test]
+async fn the_end_of_a_deploy_powers_off_boots_the_disk_and_powers_on() {
+    let sushy = Sushy::start(&[SYSTEM_A], None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = FAST_RETRIES.to_vec();
+    args.push("--allow-insecure-agent");
+    let c = Controller::start(dir.path(), &args);
+    let mut body = redfish_node(&sushy, Some(&SYSTEM_A), "");
+    body["instance_info"] = json!({"image_source": "http://127.0.0.1:1/img.raw",
+        "image_checksum": "abc"});
+    let node = c.create_node(body).await;
+    c.post(
+        "/v1/ports",
+        json!({"node_uuid": node, "address": SYSTEM_A.mac}),
+    )
+    .await;
+    for (target, state) in [("manage", "manageable"), ("provide", "available")] {
+        c.provision(&node, target).await;
+        c.wait_state(&node, state).await;
+    }
+    c.provision(&node, "active").await;
+    wait_node(&c, &node, "wait call-back", |n| {
+        n["provision_state"] == "wait call-back"
+    })
+    .await;
+    assert_eq!(
+        sushy.system(&SYSTEM_A).await["Boot"]["BootSourceOverrideTarget"],
+        "Pxe"
+    );
+
+    let (agent_url, received) = stand_in_agent().await;
+    let (_, lookup) = c
+        .get(&format!("/v1/lookup?addresses={}", SYSTEM_A.mac))
+        .await;
+    let token = lookup["config"]["agent_token"].as_str().unwrap().to_owned();
+    let beat = json!({"callback_url": agent_url, "agent_token": token, "agent_version": "0.1.0"});
+    for _ in 0..2 {
+        let (status, body) = c.post(&format!("/v1/heartbeat/{node}"), beat.clone()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        wait_node(&c, &node, "the heartbeat handled", |_| true).await;
+    }
+    let shown = wait_node(&c, &node, "active", |n| {
+        n["provision_state"] != "wait call-back"
+    })
+    .await;
+    assert_eq!(shown["provision_state"], "active", "{shown}");
+    assert_eq!(shown["power_state"], "power on");
+    assert!(received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|n| n == "standby.power_off"));
+    let system = sushy.system(&SYSTEM_A).await;
+    assert_eq!(system["PowerState"], "On");
+    assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Hdd");
 }
