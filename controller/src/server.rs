@@ -95,6 +95,7 @@ pub async fn run(
     let drivers = DriverRegistry::new(&settings);
     let conductor = Conductor::with_drivers(store.clone(), config, drivers);
     conductor.recover_interrupted().await?;
+    conductor.restore_boot().await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -192,7 +192,7 @@ async fn dnsmasq_offers_the_boot_script_only_to_nodes_that_network_boot() {
     .unwrap();
     let public = format!("http://10.77.{subnet}.1:6385");
     let range = format!("10.77.{subnet}.10,10.77.{subnet}.50,255.255.255.0,1h");
-    let c = Controller::start(
+    let mut c = Controller::start(
         dir.path(),
         &[
             "--dnsmasq",
@@ -255,6 +255,15 @@ async fn dnsmasq_offers_the_boot_script_only_to_nodes_that_network_boot() {
         matches!(encapsulated, Some(DhcpOption::Unknown(o)) if o.data().starts_with(&[176, 1, 1])),
         "option 175: {encapsulated:?}"
     );
+
+    // A restart empties the hostsdir; the controller writes back what is needed.
+    c.restart();
+    let client = lab.client.clone();
+    let again =
+        tokio::task::spawn_blocking(move || discover(&client, KNOWN, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(again.is_some(), "no offer after a controller restart");
 
     let client = lab.client.clone();
     let unknown = tokio::task::spawn_blocking(move || {

@@ -214,7 +214,7 @@ impl Conductor {
         Ok(())
     }
 
-    /// Runs `f` with the node's boot task (the node and its ports).
+    /// The node's ports, for its boot task.
     async fn boot_task_ports(
         &self,
         node: &Node,
@@ -733,6 +733,33 @@ impl Conductor {
                 tracing::debug!(node = %node.uuid, state = %other, "heartbeat recorded; nothing to do in this state");
             }
         }
+    }
+
+    /// At start: boot interfaces restore what a restart lost (the DHCP host files
+    /// of nodes booting the ramdisk or an iSCSI volume).
+    pub async fn restore_boot(&self) -> Result<()> {
+        for state in ProvisionState::ALL
+            .iter()
+            .copied()
+            .filter(|s| crate::drivers::ipxe::boots_ramdisk(*s) || *s == ProvisionState::Active)
+        {
+            for node in self.inner.store.nodes_in_state(state).await? {
+                let Ok(boot) = self.inner.drivers.boot(&node) else {
+                    continue;
+                };
+                let ports = self.boot_task_ports(&node).await?;
+                if let Err(error) = boot
+                    .restore(BootTask {
+                        node: &node,
+                        ports: &ports,
+                    })
+                    .await
+                {
+                    tracing::warn!(node = %node.uuid, %error, "cannot restore the node's boot set-up");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// At start: nodes left in states that cannot survive a restart move to their failure state.

@@ -107,6 +107,21 @@ impl BootInterface for Ipxe {
     fn clean_up_instance<'a>(&'a self, task: BootTask<'a>) -> DriverFuture<'a, ()> {
         Box::pin(async move { self.deny(&task) })
     }
+
+    fn restore<'a>(&'a self, task: BootTask<'a>) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            let state = task
+                .node
+                .provision_state
+                .unwrap_or(ProvisionState::Available);
+            let iscsi = state == ProvisionState::Active && iscsi_boot(task.node).is_some();
+            if boots_ramdisk(state) || iscsi {
+                self.allow(&task)
+            } else {
+                Ok(())
+            }
+        })
+    }
 }
 
 /// Whether a node in `state` boots the agent ramdisk.

@@ -325,6 +325,11 @@ pub trait BootInterface: Interface {
     fn ramdisk_boot_device(&self) -> BootDevice {
         BootDevice::Pxe
     }
+    /// Restores controller-side boot state lost in a restart (e.g. DHCP host
+    /// files) for a node in the middle of something; nothing by default.
+    fn restore<'a>(&'a self, _task: BootTask<'a>) -> DriverFuture<'a, ()> {
+        Box::pin(futures_util::future::ready(Ok(())))
+    }
 }
 
 /// What out-of-band inspection found.
