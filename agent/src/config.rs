@@ -20,43 +20,51 @@ pub const DEFAULT_PORT: u16 = 9999;
 )]
 pub struct Cli {
     /// Controller API URL(s); comma-separated or repeated. Required in host mode.
-    #[arg(long = "api-url", value_delimiter = ',')]
+    #[arg(long = "api-url", value_delimiter = ',', value_name = "URL")]
     pub api_url: Vec<String>,
     /// Address and port the agent API listens on.
-    #[arg(long, default_value = "0.0.0.0:9999")]
+    #[arg(long, default_value = "0.0.0.0:9999", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
     /// IP address advertised in the callback URL (default: the source address toward the controller).
-    #[arg(long = "advertise-host")]
+    #[arg(long = "advertise-host", value_name = "IP")]
     pub advertise_host: Option<IpAddr>,
     /// A regular file acting as a block device (host mode); repeatable.
-    #[arg(long = "disk")]
+    #[arg(long = "disk", value_name = "PATH")]
     pub disks: Vec<PathBuf>,
     /// A MAC address identifying this agent (lookup, inventory); repeatable.
-    #[arg(long = "mac")]
+    #[arg(long = "mac", value_name = "MAC")]
     pub macs: Vec<String>,
     /// Pre-generated agent token (otherwise the one from lookup is used).
-    #[arg(long = "agent-token")]
+    #[arg(long = "agent-token", value_name = "TOKEN")]
     pub agent_token: Option<String>,
     /// First lookup retry interval in seconds (grows exponentially up to 60 s).
-    #[arg(long = "lookup-interval", default_value_t = 1.0)]
+    #[arg(
+        long = "lookup-interval",
+        default_value_t = 1.0,
+        value_name = "SECONDS"
+    )]
     pub lookup_interval: f64,
     /// Give up looking the node up after this many seconds.
-    #[arg(long = "lookup-timeout", default_value_t = 600.0)]
+    #[arg(
+        long = "lookup-timeout",
+        default_value_t = 600.0,
+        value_name = "SECONDS"
+    )]
     pub lookup_timeout: f64,
     /// Do not verify the controller's (or image server's) TLS certificate.
     #[arg(long)]
     pub insecure: bool,
     /// CA bundle (PEM) to verify the controller and image servers with.
-    #[arg(long = "ca-file")]
+    #[arg(long = "ca-file", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
     /// Serve plain HTTP even when the controller supports auto-TLS.
     #[arg(long = "no-auto-tls")]
     pub no_auto_tls: bool,
     /// Root under which /proc and /sys are read for the inventory.
-    #[arg(long, default_value = "/")]
+    #[arg(long, default_value = "/", value_name = "PATH")]
     pub sysroot: PathBuf,
     /// Value of `X-OpenStack-Request-ID` sent to the controller.
-    #[arg(long = "global-request-id")]
+    #[arg(long = "global-request-id", value_name = "ID")]
     pub global_request_id: Option<String>,
 }
 

@@ -1,10 +1,14 @@
 //! Ironclad's virtual bare-metal lab.
 //!
 //! QEMU nodes (TCG) that look like real machines to the controller: a virtio disk,
-//! virtio NICs, a serial console captured to a file, and QMP for power control.
-//! The integration suites share this harness; the lab's Redfish BMCs and network
-//! namespaces build on it.
+//! virtio NICs, a serial console captured to a file, QMP for power control, a
+//! Redfish BMC per node ([`bmc`]), a bridge and taps in a network namespace
+//! ([`network`]), and the whole lab put together ([`lab`]). The integration
+//! suites share this harness.
 
+pub mod bmc;
+pub mod lab;
+pub mod network;
 pub mod qmp;
 pub mod vm;
 

@@ -71,6 +71,9 @@ pub struct VmSpec {
     pub state_dir: PathBuf,
     /// Start paused (powered off until `cont`).
     pub start_paused: bool,
+    /// Run QEMU inside this network namespace (through `ip netns exec`), so that
+    /// it can open taps that live there. `None`: the caller's namespace.
+    pub netns: Option<String>,
 }
 
 /// Why a VM could not be started or watched.
@@ -123,6 +126,30 @@ impl VmSpec {
     /// Path of the QMP socket.
     pub fn qmp_socket(&self) -> PathBuf {
         self.state_dir.join(format!("{}.qmp", self.name))
+    }
+
+    /// Path of the file that receives QEMU's own standard error.
+    pub fn qemu_log(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.qemu.log", self.name))
+    }
+
+    /// The program and arguments that start this VM: `qemu-system-x86_64 ...`,
+    /// or `ip netns exec NS qemu-system-x86_64 ...` (which execs QEMU, so the
+    /// process id is QEMU's).
+    pub fn command(&self) -> (String, Vec<String>) {
+        match &self.netns {
+            Some(ns) => {
+                let mut args = vec![
+                    "netns".to_owned(),
+                    "exec".to_owned(),
+                    ns.clone(),
+                    "qemu-system-x86_64".to_owned(),
+                ];
+                args.extend(self.args());
+                ("ip".to_owned(), args)
+            }
+            None => ("qemu-system-x86_64".to_owned(), self.args()),
+        }
     }
 
     /// The QEMU command line (without the program name).
@@ -241,11 +268,16 @@ impl Vm {
         })?;
         let _ = std::fs::remove_file(spec.qmp_socket());
         let _ = std::fs::remove_file(spec.serial_log());
-        let child = Command::new("qemu-system-x86_64")
-            .args(spec.args())
+        let stderr = std::fs::File::create(spec.qemu_log()).map_err(|source| VmError::Io {
+            context: format!("creating {}", spec.qemu_log().display()),
+            source,
+        })?;
+        let (program, args) = spec.command();
+        let child = Command::new(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(VmError::Spawn)?;
@@ -291,6 +323,18 @@ impl Vm {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// QEMU's exit status, if it has exited (it is reaped then).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// What QEMU printed on its standard error so far.
+    pub fn qemu_stderr(&self) -> String {
+        std::fs::read(self.spec.qemu_log())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
     async fn wait_until(
         &mut self,
         what: &str,
@@ -303,10 +347,16 @@ impl Vm {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                let mut serial = self.serial_tail();
+                let stderr = self.qemu_stderr();
+                if !stderr.trim().is_empty() {
+                    serial.push_str("\nQEMU's standard error:\n");
+                    serial.push_str(stderr.trim());
+                }
                 return Err(VmError::Exited {
                     name: self.spec.name.clone(),
                     status: status.to_string(),
-                    serial: self.serial_tail(),
+                    serial,
                 });
             }
             if Instant::now() > deadline {
@@ -350,6 +400,11 @@ impl Vm {
                 serial: self.serial_tail(),
             }),
         }
+    }
+
+    /// Sends QEMU a kill signal without waiting for it to exit (usable in `Drop`).
+    pub fn start_kill(&mut self) {
+        let _ = self.child.start_kill();
     }
 
     /// Kills QEMU (a hard power-off) and reaps it.

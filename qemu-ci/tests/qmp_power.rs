@@ -17,6 +17,7 @@ async fn qmp_reports_and_changes_the_run_state() {
         boot: Boot::Disk,
         state_dir: dir.path().to_path_buf(),
         start_paused: true,
+        netns: None,
     };
     let mut vm = Vm::start(spec).await.unwrap();
     let mut qmp = vm.qmp().await.unwrap();

@@ -116,6 +116,12 @@ pub fn validate_image(
             ))
         }
     }
+    if info.proxies.as_ref().is_some_and(|p| !p.is_empty()) {
+        tracing::warn!(
+            "image_info for {} names proxies; this agent does not use image proxies yet and downloads directly",
+            info.id
+        );
+    }
     Ok((info, expected))
 }
 

@@ -13,7 +13,7 @@ pub mod states;
 use std::sync::Arc;
 
 use ironclad_versioning::controller_api::{Node, ProvisionRequest};
-use ironclad_versioning::microversion::{self, ApiVersion};
+use ironclad_versioning::microversion::ApiVersion;
 use ironclad_versioning::ramdisk::{HeartbeatRequest, MASKED_TOKEN};
 use ironclad_versioning::states::{PowerState, PowerTarget, ProvisionState};
 use serde_json::{json, Map, Value};
@@ -128,7 +128,8 @@ pub fn validate_instance_info(node: &Node) -> Result<()> {
     if !has("image_source") {
         missing.push("instance_info.image_source");
     }
-    if !has("image_checksum") && !(has("image_os_hash_algo") && has("image_os_hash_value")) {
+    let has_os_hash = has("image_os_hash_algo") && has("image_os_hash_value");
+    if !(has("image_checksum") || has_os_hash) {
         missing
             .push("instance_info.image_checksum (or image_os_hash_algo and image_os_hash_value)");
     }
@@ -594,11 +595,6 @@ impl Conductor {
             }
         }
         Ok(())
-    }
-
-    /// The API version a node sees: fields newer than it are stripped by the API.
-    pub fn node_versions() -> &'static [(&'static str, ApiVersion)] {
-        microversion::NODE_FIELD_VERSIONS
     }
 }
 
