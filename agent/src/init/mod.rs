@@ -126,7 +126,8 @@ pub fn reopen_console() -> Result<(), InitError> {
         .open("/dev/console")
         .map_err(InitError::Console)?;
     for fd in 0..=2 {
-        nix::unistd::dup2(console.as_raw_fd(), fd).map_err(|source| InitError::Dup { fd, source })?;
+        nix::unistd::dup2(console.as_raw_fd(), fd)
+            .map_err(|source| InitError::Dup { fd, source })?;
     }
     Ok(())
 }
@@ -170,9 +171,7 @@ pub fn log_kernel_uptime() {
     if let Ok(uptime) = std::fs::read_to_string("/proc/uptime") {
         let seconds = uptime.split_whitespace().next().unwrap_or("?");
         let already = since_start().map(|d| d.as_millis()).unwrap_or(0);
-        tracing::info!(
-            "ironclad: /init running for {already} ms at kernel uptime {seconds} s"
-        );
+        tracing::info!("ironclad: /init running for {already} ms at kernel uptime {seconds} s");
     }
 }
 
@@ -310,10 +309,7 @@ pub fn note_heartbeat_sent() {
         .name("rss-report".into())
         .spawn(|| {
             std::thread::sleep(Duration::from_secs(10));
-            tracing::info!(
-                "ironclad: idle VmRSS {} KiB",
-                vm_rss_kib().unwrap_or(0)
-            );
+            tracing::info!("ironclad: idle VmRSS {} KiB", vm_rss_kib().unwrap_or(0));
         });
 }
 

@@ -199,7 +199,11 @@ pub fn load_all(dir: &Path) -> Vec<String> {
 
     let mut loaded = Vec::new();
     for module in first {
-        if Path::new("/sys/module").join(&module.name).join("initstate").exists() {
+        if Path::new("/sys/module")
+            .join(&module.name)
+            .join("initstate")
+            .exists()
+        {
             tracing::debug!("module {} already loaded", module.name);
             continue;
         }
@@ -266,7 +270,10 @@ mod tests {
     #[test]
     fn dependencies_come_first() {
         let modules = vec![
-            info("name=virtio_net|depends=virtio_ring,virtio,net_failover", "a.ko"),
+            info(
+                "name=virtio_net|depends=virtio_ring,virtio,net_failover",
+                "a.ko",
+            ),
             info("name=net_failover|depends=failover", "b.ko"),
             info("name=virtio_pci|depends=virtio_ring,virtio", "c.ko"),
             info("name=virtio|depends=virtio_ring", "d.ko"),

@@ -9,9 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use dhcproto::v4::{
-    DhcpOption, Flags, Message, MessageType, Opcode, OptionCode,
-};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -120,7 +118,8 @@ pub fn request_for_offer(xid: u32, mac: &[u8; 6], offer: &Message) -> Message {
     let mut msg = base_message(xid, mac, MessageType::Request);
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-    if let Some(DhcpOption::ServerIdentifier(server)) = offer.opts().get(OptionCode::ServerIdentifier)
+    if let Some(DhcpOption::ServerIdentifier(server)) =
+        offer.opts().get(OptionCode::ServerIdentifier)
     {
         opts.insert(DhcpOption::ServerIdentifier(*server));
     }
@@ -207,8 +206,12 @@ pub fn client_socket(ifname: &str) -> Result<UdpSocket, DhcpError> {
     .map_err(|e| err(e.into()))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err(e.into()))?;
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(|e| err(e.into()))?;
-    setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(ifname))
-        .map_err(|e| err(e.into()))?;
+    setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(ifname),
+    )
+    .map_err(|e| err(e.into()))?;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT)),
@@ -364,7 +367,9 @@ mod tests {
         opts.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)));
         opts.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
         opts.insert(DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 2)]));
-        opts.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]));
+        opts.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+            10, 0, 2, 3,
+        )]));
         opts.insert(DhcpOption::AddressLeaseTime(86400));
         reply
     }

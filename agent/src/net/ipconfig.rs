@@ -108,7 +108,9 @@ fn default_prefix(address: IpAddr) -> u8 {
 
 /// Parses the value of `ip=`.
 pub fn parse_ip_param(value: &str) -> Result<IpParam, IpParamError> {
-    let dhcp_words = ["dhcp", "on", "any", "both", "bootp", "rarp", "dhcp6", "auto6"];
+    let dhcp_words = [
+        "dhcp", "on", "any", "both", "bootp", "rarp", "dhcp6", "auto6",
+    ];
     match value {
         v if dhcp_words.contains(&v) => return Ok(IpParam::Dhcp { device: None }),
         "off" | "none" => return Ok(IpParam::Off),
@@ -205,7 +207,10 @@ mod tests {
         assert!(parse_ip_param("10.0.0.300").is_err());
         assert!(parse_ip_param("10.0.0.3::10.0.0.1:255.0.255.0").is_err());
         assert!(parse_ip_param("10.0.0.3::gateway").is_err());
-        assert_eq!(prefix_len("255.255.240.0", "10.0.0.1".parse().unwrap()), Some(20));
+        assert_eq!(
+            prefix_len("255.255.240.0", "10.0.0.1".parse().unwrap()),
+            Some(20)
+        );
         assert_eq!(prefix_len("20", "10.0.0.1".parse().unwrap()), Some(20));
     }
 }

@@ -42,7 +42,9 @@ pub enum NetError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// No Ethernet interface showed up.
-    #[error("no Ethernet interface found within {0:?}: is the NIC's driver in the ramdisk profile?")]
+    #[error(
+        "no Ethernet interface found within {0:?}: is the NIC's driver in the ramdisk profile?"
+    )]
     NoInterface(Duration),
     /// The plan names a NIC that is not there.
     #[error("network configuration names a NIC that is not present: {0}")]
@@ -140,10 +142,7 @@ pub async fn wait_carrier(name: &str, timeout: Duration) -> bool {
             .map(|s| s.trim() == "1")
             .unwrap_or(false);
         if up {
-            tracing::info!(
-                "{name}: carrier after {} ms",
-                started.elapsed().as_millis()
-            );
+            tracing::info!("{name}: carrier after {} ms", started.elapsed().as_millis());
             return true;
         }
         if started.elapsed() >= timeout {
@@ -557,7 +556,10 @@ async fn dhcp_interface(
                     apply_lease(&nl, index, &name, &lease, metric).await;
                 }
                 Err(e) => {
-                    tracing::warn!("{name}: lease {} not renewed ({e}); starting over", lease.address);
+                    tracing::warn!(
+                        "{name}: lease {} not renewed ({e}); starting over",
+                        lease.address
+                    );
                     break;
                 }
             }

@@ -254,7 +254,10 @@ pub fn from_network_data(json: &str) -> Result<NetworkPlan, PlanError> {
         let what = format!("network {:?}", network.id);
         check(&what, &network.link)?;
         match network.kind.as_str() {
-            "ipv4_dhcp" | "ipv6_dhcp" | "ipv6_slaac" | "ipv6_dhcpv6-stateless"
+            "ipv4_dhcp"
+            | "ipv6_dhcp"
+            | "ipv6_slaac"
+            | "ipv6_dhcpv6-stateless"
             | "ipv6_dhcpv6-stateful" => {
                 if network.kind == "ipv4_dhcp" && !plan.dhcp_links.contains(&network.link) {
                     plan.dhcp_links.push(network.link.clone());
@@ -478,7 +481,7 @@ mod tests {
             from_network_data(bad),
             Err(PlanError::BadValue { .. })
         ));
-        assert!(from_network_data("[]").is_err());
+        assert!(from_network_data("not json").is_err());
     }
 
     #[test]
@@ -494,7 +497,10 @@ mod tests {
         let plan = from_ip_param(&ip, "eth0");
         assert_eq!(plan.addresses[0].link, "eth0");
         assert_eq!(plan.routes[0].gateway, Some("10.0.2.2".parse().unwrap()));
-        assert_eq!(plan.routes[0].destination, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            plan.routes[0].destination,
+            "0.0.0.0".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(plan.dns.len(), 1);
     }
 }
