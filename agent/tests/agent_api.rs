@@ -342,6 +342,30 @@ async fn https_deploy_flow_like_the_controller() {
         fault["faultstring"],
         "Agent is busy: executing command execute_deploy_step"
     );
+    // Progress is readable while the command runs (an Ironclad extension of
+    // the RUNNING result). Poll until the held-back image has been partly received.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, running) = api
+            .get(&format!("/v1/commands/{id}?agent_token={TOKEN}"))
+            .await;
+        assert_eq!(running["command_status"], "RUNNING", "{running}");
+        let progress = &running["command_result"]["progress"];
+        if progress["bytes_received"].as_u64().unwrap_or(0) > 0 {
+            assert_eq!(progress["stage"], "downloading");
+            assert!(progress["rate_bytes_per_s"].is_u64(), "{running}");
+            assert!(
+                progress["bytes_total"].as_u64().unwrap()
+                    >= progress["bytes_received"].as_u64().unwrap()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress: {running}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     images.release();
 
     let (_, done) = api

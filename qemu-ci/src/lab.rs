@@ -31,7 +31,8 @@ pub struct LabConfig {
     pub nodes: usize,
     /// NICs per node.
     pub nics_per_node: usize,
-    /// Where disks, serial logs, QMP sockets and virtual media go.
+    /// Where disks, serial logs, QMP sockets and virtual media go. Disks found
+    /// there are kept.
     pub state_dir: PathBuf,
     /// Size of each node's sparse disk, in GiB.
     pub disk_size_gib: u64,
@@ -153,14 +154,24 @@ impl Lab {
                 .collect();
             let disk = config.state_dir.join(format!("{name}.raw"));
             let disk_bytes = config.disk_size_gib.saturating_mul(1 << 30);
-            let file = std::fs::File::create(&disk).map_err(|source| LabError::Io {
-                context: format!("creating {}", disk.display()),
-                source,
-            })?;
-            file.set_len(disk_bytes).map_err(|source| LabError::Io {
-                context: format!("sizing {}", disk.display()),
-                source,
-            })?;
+            // An existing disk is kept (a re-run of the lab finds its nodes as
+            // they were left), and only grown if it is smaller than asked.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&disk)
+                .map_err(|source| LabError::Io {
+                    context: format!("creating {}", disk.display()),
+                    source,
+                })?;
+            let current = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if current < disk_bytes {
+                file.set_len(disk_bytes).map_err(|source| LabError::Io {
+                    context: format!("sizing {}", disk.display()),
+                    source,
+                })?;
+            }
             let nics = macs
                 .iter()
                 .enumerate()

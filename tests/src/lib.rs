@@ -391,28 +391,7 @@ impl Drop for ImageServer {
     }
 }
 
-/// Writes a bootable-looking whole-disk image of `size` bytes to `path`: an MBR
-/// with a disk signature and a partition entry, then pseudo-random data.
-/// Returns the image bytes' sha256 hex digest.
-pub fn write_sample_image(path: &Path, size: usize, seed: u64) -> Result<String> {
-    use rand::{RngCore, SeedableRng};
-    use sha2::{Digest, Sha256};
-    let mut bytes = vec![0u8; size];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes[512..]);
-    // MBR: disk signature, one Linux partition from sector 2048, boot signature.
-    bytes[440..444].copy_from_slice(&0x1c0f_fee5_u32.to_le_bytes());
-    bytes[446] = 0x80;
-    bytes[450] = 0x83;
-    bytes[454..458].copy_from_slice(&2048u32.to_le_bytes());
-    let sectors = u32::try_from(size / 512)
-        .unwrap_or(u32::MAX)
-        .saturating_sub(2048);
-    bytes[458..462].copy_from_slice(&sectors.to_le_bytes());
-    bytes[510] = 0x55;
-    bytes[511] = 0xaa;
-    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
+pub use ironclad_controller::cli::demo::image::{sha256_prefix, write_sample_image};
 
 /// Creates a sparse file of `size` bytes to act as a disk.
 pub fn create_disk(path: &Path, size: u64) -> Result<()> {
@@ -420,14 +399,4 @@ pub fn create_disk(path: &Path, size: u64) -> Result<()> {
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     file.set_len(size)?;
     Ok(())
-}
-
-/// sha256 hex digest of the first `len` bytes of a file.
-pub fn sha256_prefix(path: &Path, len: u64) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file.take(len), &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }

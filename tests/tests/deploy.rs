@@ -26,7 +26,7 @@ impl Lab {
         let dir = tempfile::tempdir()?;
         let image_dir = dir.path().join("images");
         std::fs::create_dir(&image_dir)?;
-        let image_sha256 = write_sample_image(&image_dir.join("disk.raw"), IMAGE_SIZE, 7)?;
+        let image_sha256 = write_sample_image(&image_dir.join("disk.raw"), IMAGE_SIZE as u64, 7)?;
         let disk = dir.path().join("node-disk.img");
         create_disk(&disk, DISK_SIZE)?;
         let images = ImageServer::start(&image_dir)?;

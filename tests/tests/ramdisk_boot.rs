@@ -254,6 +254,7 @@ impl Lab {
             boot,
             state_dir: self.dir.path().join("vm"),
             start_paused: false,
+            netns: None,
         }
     }
 }

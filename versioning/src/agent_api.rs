@@ -169,6 +169,36 @@ pub struct CommandResult {
     pub command_result: Option<Value>,
 }
 
+/// Progress of a running image write: Ironclad's agent puts
+/// `{"progress": ImageWriteProgress}` in `command_result` while an image-writing
+/// command is `RUNNING` (IPA reports `null` there and Ironic ignores
+/// `command_result` until the command is done, so this is an additive extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageWriteProgress {
+    /// What the writer is doing: `downloading`, `verifying`, `finishing`.
+    pub stage: String,
+    /// Bytes of the (possibly compressed) image received so far.
+    #[serde(default)]
+    pub bytes_received: u64,
+    /// Bytes of the disk written so far (guest bytes, zero runs included).
+    pub bytes_written: u64,
+    /// Size of the download in bytes, when the server announced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Average download rate since the start, in bytes per second.
+    pub rate_bytes_per_s: u64,
+    /// Estimated seconds until the download ends, when the total is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<u64>,
+}
+
+/// The `command_result` of a running image-writing command (Ironclad extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningCommandResult {
+    /// Progress of the image write.
+    pub progress: ImageWriteProgress,
+}
+
 /// Reply of `GET /v1/commands/`: every command since the agent started, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandList {

@@ -40,6 +40,8 @@ macro_rules! fixtures {
 fixtures! {
     "command_request.json" => agent_api::CommandRequest,
     "command_result_running.json" => agent_api::CommandResult,
+    "command_result_running_progress.json" => agent_api::CommandResult,
+    "running_command_result.json" => agent_api::RunningCommandResult,
     "command_result_succeeded.json" => agent_api::CommandResult,
     "command_result_failed.json" => agent_api::CommandResult,
     "command_result_version_mismatch.json" => agent_api::CommandResult,

@@ -271,10 +271,24 @@ impl CommandExecutor {
 
     /// Every command so far, oldest first.
     pub fn list(&self) -> Vec<CommandResult> {
-        self.history()
+        let list: Vec<CommandResult> = self
+            .history()
             .iter()
             .map(|tx| tx.borrow().clone())
-            .collect()
+            .collect();
+        list.into_iter().map(|r| self.with_progress(r)).collect()
+    }
+
+    /// Adds the image-write progress to a running command's result (an
+    /// additive extension: IPA reports `null` while a command runs).
+    fn with_progress(&self, mut result: CommandResult) -> CommandResult {
+        if result.command_status == CommandStatus::Running && result.command_result.is_none() {
+            if let Some(progress) = self.ctx.image_writer.progress() {
+                let running = ironclad_versioning::agent_api::RunningCommandResult { progress };
+                result.command_result = serde_json::to_value(running).ok();
+            }
+        }
+        result
     }
 
     /// One command by id; with `wait`, once it has finished.
@@ -295,7 +309,7 @@ impl CommandExecutor {
             }
         }
         let current = tx.borrow().clone();
-        Some(current)
+        Some(self.with_progress(current))
     }
 
     /// Executes a command; with `wait`, asynchronous commands are awaited too.

@@ -108,19 +108,15 @@ pub fn validate_image(
                 .to_owned(),
         );
     }
-    match info.disk_format.as_deref() {
-        None | Some("") | Some("raw") => {}
-        Some(other) => {
+    if let Some(format) = info.disk_format.as_deref() {
+        // The bytes decide; the declared format is checked against them later.
+        // Formats no image of this agent can ever match are refused here.
+        let known = ["", "raw", "gpt", "qcow2", "unknown"];
+        if !known.contains(&format.trim()) {
             return Err(format!(
-                "disk_format {other:?} is not supported by this agent yet; only raw images can be written (let the controller convert images to raw)"
-            ))
+                "disk_format {format:?} is not supported by this agent; use raw or qcow2 (optionally gzip, xz, zstd or bzip2 compressed)"
+            ));
         }
-    }
-    if info.proxies.as_ref().is_some_and(|p| !p.is_empty()) {
-        tracing::warn!(
-            "image_info for {} names proxies; this agent does not use image proxies yet and downloads directly",
-            info.id
-        );
     }
     Ok((info, expected))
 }
@@ -162,7 +158,13 @@ pub async fn write_image(
         .await
         .map_err(err)?;
     ctx.image_writer
-        .write_whole_disk(info, algorithm, &hex, &device)
+        .write_whole_disk(
+            info,
+            algorithm,
+            &hex,
+            &device,
+            ctx.lookup_config.permitted_image_formats.as_deref(),
+        )
         .await
         .map_err(err)?;
     *ctx.written_device.lock().unwrap_or_else(|e| e.into_inner()) = Some(device.path.clone());

@@ -1,32 +1,55 @@
-//! Writing whole-disk images: download, hash and write as one streaming pipeline.
+//! Writing whole-disk images: download, hash, convert and write as one
+//! streaming pipeline, in bounded memory.
 //!
-//! The pipeline is a stack of small adapters, each testable alone:
-//! [`source::ImageSource`] (HTTP(S) or `file://` chunks) →
-//! [`sink::ProgressSink`] → [`sink::HashingSink`] → [`sink::FirstMibWriter`].
-//! The first MiB of the disk is zeroed before anything is written and only
-//! written once the checksum matched, so a failed or tampered download never
-//! leaves a bootable half image. Memory stays bounded: chunks flow through a
-//! small channel to a blocking writer thread.
+//! ```text
+//! async:    source::Download (HTTP(S)/file, Range resume, retries)
+//!             → hash (every downloaded byte) → bounded channel
+//! blocking: ChannelReader → decompress (gzip/xz/zstd/bzip2, detected from the bytes)
+//!             → format (raw copy, or qcow2::Streamer converting to raw)
+//!             → sink::DiskWriter (sparse, first MiB last)
+//! ```
+//!
+//! Formats are detected from the bytes, never the file name, and checked
+//! against `disk_format` and `permitted_image_formats` before anything is
+//! written. The first MiB of the disk is zeroed before the write starts and
+//! written only once the checksum matched, so a failed or tampered download
+//! never leaves a bootable half image. Memory stays bounded: at most
+//! [`CHANNEL_DEPTH`] batches of [`SEND_BATCH`] bytes are in flight, the writer
+//! uses fixed-size buffers, and qcow2 metadata is a small fraction of the
+//! virtual size.
 
 pub mod checksum;
+pub mod format;
+pub mod progress;
+pub mod qcow2;
 pub mod sink;
 pub mod source;
 
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use ironclad_versioning::agent_api::AgentErrorKind;
+use bytes::{Buf, Bytes, BytesMut};
+use ironclad_versioning::agent_api::{AgentErrorKind, ImageWriteProgress};
 use ironclad_versioning::image_info::{ChecksumAlgorithm, ExpectedChecksum, ImageInfo};
 use tokio::sync::mpsc;
 
 use crate::disk::BlockDevice;
 use checksum::{parse_checksum_file, Hasher};
-use sink::{FirstMibWriter, HashingSink, ImageSink, ProgressSink, SinkError};
-use source::{ImageSource, OpenError, RequestAuth};
+use format::{check_format, detect_disk_format, Compression, DiskFormat, DETECT_BYTES};
+use progress::{Progress, Stage};
+use qcow2::{Plan, Qcow2Error, Streamer};
+use sink::{DiskWriter, GuestSink, SinkError};
+use source::{fetch_small, Download, RangeReader, RequestAuth, RetryPolicy};
 
-/// Chunks in flight between the download and the writer thread.
-const CHANNEL_DEPTH: usize = 16;
+/// Batches in flight between the download and the writer thread.
+pub const CHANNEL_DEPTH: usize = 8;
+/// Size of one batch sent to the writer thread.
+pub const SEND_BATCH: usize = 1024 * 1024;
+/// Size of the writer's read buffer for raw images.
+const WRITE_BUF: usize = 1024 * 1024;
 
 /// Why an image could not be written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,6 +72,9 @@ pub enum ImageError {
     /// The image could not be written to the disk.
     #[error("{0}")]
     Write(String),
+    /// The image's format is refused, unsafe or corrupt.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ImageError {
@@ -58,6 +84,7 @@ impl ImageError {
             Self::Download(_) => AgentErrorKind::ImageDownloadError,
             Self::Checksum { .. } => AgentErrorKind::ImageChecksumError,
             Self::Write(_) => AgentErrorKind::ImageWriteError,
+            Self::Invalid(_) => AgentErrorKind::InvalidImage,
         }
     }
 }
@@ -65,35 +92,39 @@ impl ImageError {
 /// What a successful write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteReport {
-    /// Bytes written.
+    /// Bytes downloaded.
     pub bytes: u64,
+    /// Bytes of the disk covered by the image (its virtual size).
+    pub image_size: u64,
+    /// Bytes of data actually written (zero runs excluded).
+    pub data_bytes: u64,
     /// The verified digest.
     pub digest: String,
     /// Its algorithm.
     pub algorithm: &'static str,
     /// The URL the image came from.
     pub url: String,
+    /// The detected compression.
+    pub compression: &'static str,
+    /// The detected disk format.
+    pub format: &'static str,
+    /// Reconnections during the download.
+    pub resumes: u32,
 }
 
 /// Downloads and writes images.
 #[derive(Debug, Clone)]
 pub struct ImageWriter {
     client: reqwest::Client,
-    /// Extra attempts per URL on 5xx / connection errors.
-    pub retries: u32,
-    /// Wait between attempts.
-    pub retry_delay: Duration,
+    /// Retries, back-off and stall timeout of downloads.
+    pub policy: RetryPolicy,
     /// Interval of progress log lines.
     pub progress_every: Duration,
-}
-
-enum AttemptError {
-    /// Try again (same URL).
-    Retry(String),
-    /// Move to the next URL.
-    NextUrl(String),
-    /// Stop everything.
-    Abort(ImageError),
+    /// Skip TLS verification when building proxied clients.
+    pub insecure: bool,
+    /// Extra CA bundle when building proxied clients.
+    pub ca_file: Option<PathBuf>,
+    current: Arc<Mutex<Option<Arc<Progress>>>>,
 }
 
 fn auth_of(info: &ImageInfo) -> RequestAuth {
@@ -125,15 +156,79 @@ fn file_name_of(url: &str) -> String {
     path.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
+/// Clears the writer's current progress when the write ends.
+struct ClearProgress(Arc<Mutex<Option<Arc<Progress>>>>);
+
+impl Drop for ClearProgress {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 impl ImageWriter {
-    /// A writer using `client` for HTTP(S).
+    /// A writer using `client` for HTTP(S), with IPA's retry defaults.
     pub fn new(client: reqwest::Client) -> Self {
         Self {
             client,
-            retries: 3,
-            retry_delay: Duration::from_secs(2),
-            progress_every: Duration::from_secs(5),
+            policy: RetryPolicy::default(),
+            progress_every: Duration::from_secs(10),
+            insecure: false,
+            ca_file: None,
+            current: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Progress of the write under way, if any.
+    pub fn progress(&self) -> Option<ImageWriteProgress> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.snapshot())
+    }
+
+    /// The client for `info`: the shared one, or one with the image's proxies.
+    fn client_for(&self, info: &ImageInfo) -> Result<reqwest::Client, ImageError> {
+        let Some(proxies) = info.proxies.as_ref().filter(|p| !p.is_empty()) else {
+            return Ok(self.client.clone());
+        };
+        let bad = |e: String| ImageError::Download(format!("image proxies: {e}"));
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(self.policy.stall_timeout);
+        if self.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| bad(format!("reading --ca-file {}: {e}", path.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("--ca-file {}: {e}", path.display())))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let no_proxy = info
+            .no_proxy
+            .as_deref()
+            .and_then(reqwest::NoProxy::from_string);
+        for (scheme, value) in proxies {
+            let Some(url) = value.as_str().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let proxy = match scheme.as_str() {
+                "http" => reqwest::Proxy::http(url),
+                "https" => reqwest::Proxy::https(url),
+                other => {
+                    tracing::warn!("ignoring image proxy for unknown scheme {other:?}");
+                    continue;
+                }
+            }
+            .map_err(|e| bad(format!("{scheme} proxy {url:?}: {e}")))?;
+            builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+        }
+        builder.build().map_err(|e| bad(source::chain(&e)))
     }
 
     /// Turns the expected checksum into an algorithm and a digest, fetching a
@@ -147,15 +242,12 @@ impl ImageWriter {
         match expected {
             ExpectedChecksum::Digest { algorithm, hex } => Ok((*algorithm, hex.clone())),
             ExpectedChecksum::FileUrl { url, algorithm } => {
-                let auth = auth_of(info);
-                let src = ImageSource::open(&self.client, url, &auth)
+                let client = self.client_for(info)?;
+                let body = fetch_small(&client, url, &auth_of(info), 1024 * 1024)
                     .await
                     .map_err(|e| {
                         ImageError::Download(format!("could not fetch the checksum file: {e}"))
                     })?;
-                let body = src.read_small(1024 * 1024).await.map_err(|e| {
-                    ImageError::Download(format!("could not read the checksum file {url}: {e}"))
-                })?;
                 let text = String::from_utf8_lossy(&body);
                 let name = info
                     .urls
@@ -188,161 +280,401 @@ impl ImageWriter {
         }
     }
 
-    /// Downloads the image from its URLs in order and writes it to `device`.
+    /// Downloads the image from its URLs and writes it to `device`.
+    ///
+    /// `permitted` is the lookup's `permitted_image_formats` (default raw and qcow2).
     pub async fn write_whole_disk(
         &self,
         info: &ImageInfo,
         algorithm: ChecksumAlgorithm,
         expected_hex: &str,
         device: &BlockDevice,
+        permitted: Option<&[String]>,
     ) -> Result<WriteReport, ImageError> {
-        let auth = auth_of(info);
-        let mut failures = Vec::new();
-        for url in &info.urls {
-            let mut attempt = 0;
-            loop {
-                match self
-                    .attempt(info, url, &auth, algorithm, expected_hex, device)
-                    .await
-                {
-                    Ok(report) => return Ok(report),
-                    Err(AttemptError::Abort(e)) => return Err(e),
-                    Err(AttemptError::NextUrl(msg)) => {
-                        tracing::warn!("{msg}");
-                        failures.push(msg);
-                        break;
-                    }
-                    Err(AttemptError::Retry(msg)) => {
-                        tracing::warn!("{msg} (attempt {} of {})", attempt + 1, self.retries + 1);
-                        if attempt >= self.retries {
-                            failures.push(msg);
-                            break;
-                        }
-                        attempt += 1;
-                        tokio::time::sleep(self.retry_delay).await;
-                    }
-                }
-            }
-        }
-        Err(ImageError::Download(format!(
-            "could not download image {} from any of its URLs: {}. Check that the image server is reachable from the node",
-            info.id,
-            failures.join("; ")
-        )))
-    }
+        let client = self.client_for(info)?;
+        let progress = Arc::new(Progress::new());
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
+        let _clear = ClearProgress(self.current.clone());
+        let _log = progress.log_every(format!("image {}", info.id), self.progress_every);
 
-    async fn attempt(
-        &self,
-        info: &ImageInfo,
-        url: &str,
-        auth: &RequestAuth,
-        algorithm: ChecksumAlgorithm,
-        expected_hex: &str,
-        device: &BlockDevice,
-    ) -> Result<WriteReport, AttemptError> {
-        let mut src = ImageSource::open(&self.client, url, auth)
+        let mut dl = Download::open(client, info.urls.clone(), auth_of(info), self.policy)
             .await
-            .map_err(|e| match e {
-                OpenError::Fatal(m) => AttemptError::NextUrl(m),
-                OpenError::Retryable(m) => AttemptError::Retry(m),
-            })?;
-        if let Some(len) = src.content_length() {
-            if len > device.size {
-                return Err(AttemptError::Abort(ImageError::Write(format!(
-                    "image {} is {len} bytes but the disk {} has only {} bytes; nothing was written. Choose a bigger disk with root device hints or a smaller image",
-                    info.id, device.name, device.size
-                ))));
-            }
-        }
+            .map_err(|e| ImageError::Download(e.0))?;
+        let total = dl.total();
+        progress.set_total(total);
         tracing::info!(
-            "writing image {} from {url} to {} ({} bytes)",
+            "writing image {} from {} to {} ({})",
             info.id,
+            dl.url(),
             device.name,
-            src.content_length()
-                .map_or_else(|| "unknown size".to_owned(), |l| l.to_string())
+            total.map_or_else(|| "unknown size".to_owned(), |l| format!("{l} bytes"))
         );
 
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-        let path = device.path.clone();
-        let capacity = device.size;
-        let label = format!("image {}", info.id);
-        let every = self.progress_every;
-        let writer = tokio::task::spawn_blocking(move || -> Result<_, SinkError> {
-            let w = FirstMibWriter::create(&path, capacity)?;
-            let mut sink =
-                ProgressSink::new(HashingSink::new(w, Hasher::new(algorithm)), label, every);
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Err(e) = sink.write_chunk(&chunk) {
-                    let (w, _) = sink.finish().finish();
-                    w.abort();
-                    return Err(e);
-                }
-            }
-            Ok(sink.finish().finish())
+        let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHANNEL_DEPTH);
+        let job = WriteJob {
+            path: device.path.clone(),
+            device: device.name.clone(),
+            capacity: device.size,
+            image: info.id.clone(),
+            declared: info.disk_format.clone(),
+            permitted: permitted.map(<[String]>::to_vec),
+            total,
+            range: Some(dl.range_reader()),
+            progress: progress.clone(),
+        };
+        let writer = tokio::task::spawn_blocking(move || {
+            job.run(ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            })
         });
 
-        let mut stream_error = None;
+        let mut hasher = Hasher::new(algorithm);
+        let mut received = 0u64;
+        let mut batch = BytesMut::new();
+        let mut dl_error = None;
         loop {
-            match src.next_chunk().await {
+            let next = tokio::select! {
+                r = dl.next_chunk() => r,
+                () = tx.closed() => break,
+            };
+            match next {
                 Ok(Some(chunk)) => {
-                    if tx.send(chunk).await.is_err() {
-                        // The writer stopped; its error is reported below.
-                        break;
+                    hasher.update(&chunk);
+                    received += chunk.len() as u64;
+                    progress.add_received(chunk.len() as u64);
+                    let out = if batch.is_empty() && chunk.len() >= SEND_BATCH / 2 {
+                        Some(chunk)
+                    } else {
+                        if batch.capacity() == 0 {
+                            batch.reserve(SEND_BATCH);
+                        }
+                        batch.extend_from_slice(&chunk);
+                        (batch.len() >= SEND_BATCH / 2).then(|| batch.split().freeze())
+                    };
+                    if let Some(out) = out {
+                        if tx.send(Ok(out)).await.is_err() {
+                            break;
+                        }
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if !batch.is_empty() {
+                        let _ = tx.send(Ok(batch.split().freeze())).await;
+                    }
+                    break;
+                }
                 Err(e) => {
-                    stream_error = Some(e);
+                    let _ = tx.send(Err(e.0.clone())).await;
+                    dl_error = Some(e);
                     break;
                 }
             }
         }
         drop(tx);
-        let joined = writer.await.map_err(|e| {
-            AttemptError::Abort(ImageError::Write(format!("writer thread failed: {e}")))
-        })?;
-        let (w, actual) = joined.map_err(|e| {
-            AttemptError::Abort(ImageError::Write(format!(
-                "writing image {} to {} failed: {e}",
-                info.id, device.name
-            )))
-        })?;
-        if let Some(e) = stream_error {
-            tokio::task::spawn_blocking(move || w.abort()).await.ok();
-            return Err(AttemptError::Retry(format!("{url}: {e}")));
+        progress.set_stage(Stage::Verifying);
+        let joined = writer
+            .await
+            .map_err(|e| ImageError::Write(format!("the writer thread failed: {e}")))?;
+        if let Some(e) = dl_error {
+            if let Ok(done) = joined {
+                tokio::task::spawn_blocking(move || done.writer.abort())
+                    .await
+                    .ok();
+            }
+            return Err(ImageError::Download(format!(
+                "downloading image {}: {}",
+                info.id, e.0
+            )));
         }
+        let done = joined?;
+        let actual = hasher.finalize_hex();
+        let url = dl.url().to_owned();
         if actual != expected_hex {
-            tokio::task::spawn_blocking(move || w.abort()).await.ok();
-            return Err(AttemptError::Abort(ImageError::Checksum {
-                url: url.to_owned(),
+            tokio::task::spawn_blocking(move || done.writer.abort())
+                .await
+                .ok();
+            return Err(ImageError::Checksum {
+                url,
                 algorithm: algorithm.name(),
                 expected: expected_hex.to_owned(),
                 actual,
-            }));
+            });
         }
-        let bytes = tokio::task::spawn_blocking(move || w.commit())
+        progress.set_stage(Stage::Finishing);
+        let data_bytes = done.writer.data_bytes();
+        let name = device.name.clone();
+        let image_size = tokio::task::spawn_blocking(move || done.writer.commit())
             .await
-            .map_err(|e| {
-                AttemptError::Abort(ImageError::Write(format!("writer thread failed: {e}")))
-            })?
-            .map_err(|e| {
-                AttemptError::Abort(ImageError::Write(format!(
-                    "finishing image {} on {} failed: {e}",
-                    info.id, device.name
-                )))
-            })?;
+            .map_err(|e| ImageError::Write(format!("the writer thread failed: {e}")))?
+            .map_err(|e| ImageError::Write(format!("finishing the image on {name} failed: {e}")))?;
         tracing::info!(
-            "image {} written to {}: {bytes} bytes, {} verified",
+            "image {} ({} {}) written to {}: {received} bytes received, {image_size} bytes of disk, {data_bytes} bytes of data written, {} verified, {} reconnections",
             info.id,
+            done.format.name(),
+            done.compression.name(),
             device.name,
-            algorithm.name()
+            algorithm.name(),
+            dl.resumes()
         );
         Ok(WriteReport {
-            bytes,
+            bytes: received,
+            image_size,
+            data_bytes,
             digest: actual,
             algorithm: algorithm.name(),
-            url: url.to_owned(),
+            url,
+            compression: done.compression.name(),
+            format: done.format.name(),
+            resumes: dl.resumes(),
         })
+    }
+}
+
+/// The writer thread's side of the channel, as a `Read`.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(m)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        m,
+                    ))
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
+        Ok(n)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The finished (not yet committed) write.
+struct Written {
+    writer: DiskWriter,
+    compression: Compression,
+    format: DiskFormat,
+}
+
+/// Everything the writer thread needs.
+struct WriteJob {
+    path: PathBuf,
+    device: String,
+    capacity: u64,
+    image: String,
+    declared: Option<String>,
+    permitted: Option<Vec<String>>,
+    total: Option<u64>,
+    range: Option<RangeReader>,
+    progress: Arc<Progress>,
+}
+
+/// Counts guest bytes into the progress.
+struct Counting<'a> {
+    inner: &'a mut DiskWriter,
+    progress: &'a Progress,
+    done: u64,
+}
+
+impl GuestSink for Counting<'_> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        self.inner.write_at(offset, data)?;
+        self.done += data.len() as u64;
+        self.progress.set_written(self.done);
+        Ok(())
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), SinkError> {
+        self.inner.zero_range(offset, len)?;
+        self.done += len;
+        self.progress.set_written(self.done);
+        Ok(())
+    }
+}
+
+impl WriteJob {
+    fn read_error(&self, e: &std::io::Error, compression: Compression) -> ImageError {
+        if e.kind() == std::io::ErrorKind::ConnectionAborted {
+            ImageError::Download(e.to_string())
+        } else if compression != Compression::None {
+            ImageError::Invalid(format!(
+                "image {}: the {} data is corrupt or truncated: {e}; check the image file",
+                self.image,
+                compression.name()
+            ))
+        } else {
+            ImageError::Invalid(format!("image {}: reading it failed: {e}", self.image))
+        }
+    }
+
+    fn write_error(&self, e: SinkError) -> ImageError {
+        ImageError::Write(format!(
+            "writing image {} to {} failed: {e}",
+            self.image, self.device
+        ))
+    }
+
+    fn too_large(&self, size: u64) -> ImageError {
+        ImageError::Write(format!(
+            "image {} is {size} bytes but the disk {} has only {} bytes; nothing was written. Choose a bigger disk with root device hints or a smaller image",
+            self.image, self.device, self.capacity
+        ))
+    }
+
+    fn run(self, reader: ChannelReader) -> Result<Written, ImageError> {
+        let mut reader = reader;
+        let mut head = vec![0u8; DETECT_BYTES];
+        let n = read_full(&mut reader, &mut head)
+            .map_err(|e| self.read_error(&e, Compression::None))?;
+        head.truncate(n);
+        if head.is_empty() {
+            return Err(ImageError::Invalid(format!(
+                "image {} is empty; check the image URL",
+                self.image
+            )));
+        }
+        let compression = Compression::detect(&head);
+        let chained = Read::chain(std::io::Cursor::new(head), reader);
+        match compression {
+            Compression::None => self.disk(chained, compression),
+            Compression::Gzip => self.disk(flate2::read::MultiGzDecoder::new(chained), compression),
+            Compression::Xz => self.disk(
+                liblzma::read::XzDecoder::new_multi_decoder(chained),
+                compression,
+            ),
+            Compression::Bzip2 => self.disk(bzip2::read::MultiBzDecoder::new(chained), compression),
+            Compression::Zstd => {
+                let dec = zstd::stream::read::Decoder::new(chained)
+                    .map_err(|e| self.read_error(&e, compression))?;
+                self.disk(dec, compression)
+            }
+        }
+    }
+
+    fn disk<R: Read>(self, mut r: R, compression: Compression) -> Result<Written, ImageError> {
+        let mut head = vec![0u8; DETECT_BYTES];
+        let n = read_full(&mut r, &mut head).map_err(|e| self.read_error(&e, compression))?;
+        head.truncate(n);
+        let format = detect_disk_format(&head)
+            .map_err(|e| ImageError::Invalid(format!("image {}: {e}", self.image)))?;
+        check_format(format, self.declared.as_deref(), self.permitted.as_deref())
+            .map_err(|e| ImageError::Invalid(format!("image {}: {e}", self.image)))?;
+        tracing::info!(
+            "image {}: {} (compression: {})",
+            self.image,
+            format.name(),
+            compression.name()
+        );
+        let chained = Read::chain(std::io::Cursor::new(head), r);
+        let writer = match format {
+            DiskFormat::Raw => self.raw(chained, compression)?,
+            DiskFormat::Qcow2 => self.qcow2(chained, compression)?,
+        };
+        Ok(Written {
+            writer,
+            compression,
+            format,
+        })
+    }
+
+    fn raw<R: Read>(&self, mut r: R, compression: Compression) -> Result<DiskWriter, ImageError> {
+        if compression == Compression::None {
+            if let Some(total) = self.total.filter(|t| *t > self.capacity) {
+                return Err(self.too_large(total));
+            }
+        }
+        let mut w = DiskWriter::open(&self.path, self.capacity).map_err(|e| self.write_error(e))?;
+        let mut buf = vec![0u8; WRITE_BUF];
+        let mut at = 0u64;
+        loop {
+            let n = match read_full(&mut r, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    w.abort();
+                    return Err(self.read_error(&e, compression));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = w.write_at(at, &buf[..n]) {
+                w.abort();
+                return Err(self.write_error(e));
+            }
+            at += n as u64;
+            self.progress.set_written(at);
+        }
+        Ok(w)
+    }
+
+    fn qcow2_error(&self, e: Qcow2Error, compression: Compression) -> ImageError {
+        match e {
+            Qcow2Error::Read(io) => self.read_error(&io, compression),
+            Qcow2Error::Sink(s) => self.write_error(s),
+            other => ImageError::Invalid(format!("image {}: {other}", self.image)),
+        }
+    }
+
+    fn qcow2<R: Read>(&self, r: R, compression: Compression) -> Result<DiskWriter, ImageError> {
+        let file_len = if compression == Compression::None {
+            self.total
+        } else {
+            None
+        };
+        let mut plan = None;
+        if let (Some(len), Some(range)) = (file_len, &self.range) {
+            let mut range = range.clone();
+            match Plan::build(&mut range, len) {
+                Ok(p) => plan = Some(p),
+                Err(Qcow2Error::Read(e)) => tracing::info!(
+                    "image {}: no random access to the qcow2 metadata ({e}); converting in stream order",
+                    self.image
+                ),
+                Err(e) => return Err(self.qcow2_error(e, compression)),
+            }
+        }
+        let mut st =
+            Streamer::new(r, file_len, plan).map_err(|e| self.qcow2_error(e, compression))?;
+        let size = st.header().size;
+        if size > self.capacity {
+            return Err(self.too_large(size));
+        }
+        let mut w = DiskWriter::open(&self.path, self.capacity).map_err(|e| self.write_error(e))?;
+        let result = st.run(&mut Counting {
+            inner: &mut w,
+            progress: &self.progress,
+            done: 0,
+        });
+        match result {
+            Ok(()) => Ok(w),
+            Err(e) => {
+                w.abort();
+                Err(self.qcow2_error(e, compression))
+            }
+        }
     }
 }
 
@@ -403,7 +735,7 @@ mod tests {
         let good = h.finalize_hex();
         let bad = "0".repeat(64);
         let err = w
-            .write_whole_disk(&info, ChecksumAlgorithm::Sha256, &bad, &device)
+            .write_whole_disk(&info, ChecksumAlgorithm::Sha256, &bad, &device, None)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), AgentErrorKind::ImageChecksumError);
@@ -412,7 +744,7 @@ mod tests {
         assert!(on_disk[..1 << 20].iter().all(|&b| b == 0));
 
         let report = w
-            .write_whole_disk(&info, ChecksumAlgorithm::Sha256, &good, &device)
+            .write_whole_disk(&info, ChecksumAlgorithm::Sha256, &good, &device, None)
             .await
             .unwrap();
         assert_eq!(report.bytes, img.len() as u64);
@@ -424,7 +756,7 @@ mod tests {
             ..device
         };
         let err = w
-            .write_whole_disk(&info, ChecksumAlgorithm::Sha256, &good, &small)
+            .write_whole_disk(&info, ChecksumAlgorithm::Sha256, &good, &small, None)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), AgentErrorKind::ImageWriteError);

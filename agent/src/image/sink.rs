@@ -1,18 +1,27 @@
-//! The write side of the image pipeline: small synchronous adapters that each
-//! do one thing and pass the bytes on (progress → hash → first-MiB-last writer).
+//! The write side of the image pipeline: a positional, sparse, first-MiB-last
+//! disk writer.
+//!
+//! * The first MiB of the device is zeroed (and synced) when the writer opens;
+//!   writes into it are held in memory and reach the disk only in
+//!   [`DiskWriter::commit`], after the caller verified the checksum.
+//! * Runs of zeros are never written byte by byte: they are turned into
+//!   [`DiskWriter::zero_range`] calls, which punch holes in regular files and
+//!   issue `BLKZEROOUT` on block devices, falling back to plain writes of zeros
+//!   when the kernel or the device cannot.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use super::checksum::Hasher;
 
 /// Size of the head of the disk held back until the checksum is verified.
 pub const HEAD_BYTES: u64 = 1024 * 1024;
 
-/// How many bytes the writer gathers before one `pwrite`.
-const WRITE_BATCH: usize = 1024 * 1024;
+/// Granularity of zero detection.
+const ZERO_BLOCK: usize = 4096;
+
+/// Largest plain write of zeros in the fallback path.
+const ZERO_WRITE: usize = 1024 * 1024;
 
 /// Why writing failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,150 +37,103 @@ pub enum SinkError {
         source: std::io::Error,
     },
     /// The image does not fit.
-    #[error("the image is larger than the disk {path} ({capacity} bytes); choose a bigger disk with root device hints or a smaller image")]
+    #[error("the image needs {needed} bytes but the disk {path} has only {capacity}; choose a bigger disk with root device hints or a smaller image")]
     TooLarge {
         /// The device.
         path: PathBuf,
         /// Its size.
         capacity: u64,
+        /// The end of the write that did not fit.
+        needed: u64,
     },
 }
 
-/// A consumer of image bytes, in order.
-pub trait ImageSink {
-    /// Consumes the next chunk.
-    fn write_chunk(&mut self, data: &[u8]) -> Result<(), SinkError>;
+/// Where guest (virtual disk) bytes go: positional writes and zeroed ranges.
+pub trait GuestSink {
+    /// Writes `data` at guest offset `offset`.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError>;
+    /// Makes `[offset, offset + len)` read as zeros.
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), SinkError>;
 }
 
-/// Hashes every byte on its way to the inner sink.
-#[derive(Debug)]
-pub struct HashingSink<S> {
-    inner: S,
-    hasher: Hasher,
+/// How zero ranges are produced on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroMethod {
+    /// `fallocate(PUNCH_HOLE)` on a regular file.
+    PunchHole,
+    /// `BLKZEROOUT` on a block device.
+    BlkZeroOut,
+    /// Plain writes of zeros.
+    Write,
 }
 
-impl<S: ImageSink> HashingSink<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, hasher: Hasher) -> Self {
-        Self { inner, hasher }
-    }
-
-    /// The inner sink and the hex digest of everything written.
-    pub fn finish(self) -> (S, String) {
-        (self.inner, self.hasher.finalize_hex())
-    }
-}
-
-impl<S: ImageSink> ImageSink for HashingSink<S> {
-    fn write_chunk(&mut self, data: &[u8]) -> Result<(), SinkError> {
-        self.hasher.update(data);
-        self.inner.write_chunk(data)
-    }
-}
-
-/// Logs the amount written and the rate every few seconds.
-#[derive(Debug)]
-pub struct ProgressSink<S> {
-    inner: S,
-    label: String,
-    written: u64,
-    started: Instant,
-    last_report: Instant,
-    every: Duration,
-}
-
-impl<S: ImageSink> ProgressSink<S> {
-    /// Wraps `inner`, reporting under `label` every `every`.
-    pub fn new(inner: S, label: impl Into<String>, every: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            inner,
-            label: label.into(),
-            written: 0,
-            started: now,
-            last_report: now,
-            every,
+/// True when `data` is all zeros (word-wise; vectorised by the compiler).
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut chunks = data.chunks_exact(256);
+    for c in &mut chunks {
+        if c.iter().fold(0u8, |a, &b| a | b) != 0 {
+            return false;
         }
     }
-
-    /// Bytes seen so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Logs the final figures and returns the inner sink.
-    pub fn finish(self) -> S {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
-        tracing::info!(
-            "{}: received {} bytes in {:.1} s ({:.1} MiB/s)",
-            self.label,
-            self.written,
-            secs,
-            self.written as f64 / (1024.0 * 1024.0) / secs
-        );
-        self.inner
-    }
+    chunks.remainder().iter().all(|&b| b == 0)
 }
 
-impl<S: ImageSink> ImageSink for ProgressSink<S> {
-    fn write_chunk(&mut self, data: &[u8]) -> Result<(), SinkError> {
-        self.inner.write_chunk(data)?;
-        self.written += data.len() as u64;
-        if self.last_report.elapsed() >= self.every {
-            self.last_report = Instant::now();
-            let secs = self.started.elapsed().as_secs_f64().max(1e-6);
-            tracing::info!(
-                "{}: {} MiB written ({:.1} MiB/s)",
-                self.label,
-                self.written / (1024 * 1024),
-                self.written as f64 / (1024.0 * 1024.0) / secs
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Writes an image to a device with its first MiB written last.
-///
-/// On creation the first MiB of the device is zeroed and synced, so that a
-/// half-written disk can never boot. Bytes past the first MiB are written as
-/// they arrive (batched); the first MiB is held in memory and written only by
-/// [`FirstMibWriter::commit`], after the caller verified the checksum.
+/// Writes an image to a device (or a regular file acting as one).
 #[derive(Debug)]
-pub struct FirstMibWriter {
+pub struct DiskWriter {
     file: File,
     path: PathBuf,
     capacity: u64,
     head: Vec<u8>,
-    batch: Vec<u8>,
-    batch_offset: u64,
-    offset: u64,
+    method: ZeroMethod,
+    pending_zero: Option<(u64, u64)>,
+    high_water: u64,
+    data_bytes: u64,
+    zero_bytes: u64,
 }
 
-impl FirstMibWriter {
+/// The block-device ioctls used for zeroing.
+mod ioctl {
+    // `BLKZEROOUT` = _IO(0x12, 127); its argument is `[start, length]` in bytes.
+    nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
+}
+use ioctl::blkzeroout;
+
+impl DiskWriter {
     /// Opens `path` (which must exist) of `capacity` bytes and zeroes its first MiB.
-    pub fn create(path: &Path, capacity: u64) -> Result<Self, SinkError> {
+    pub fn open(path: &Path, capacity: u64) -> Result<Self, SinkError> {
         let io = |op: &'static str| {
             let path = path.to_owned();
             move |source| SinkError::Io { op, path, source }
         };
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .open(path)
             .map_err(io("opening"))?;
-        let zeros = vec![0u8; HEAD_BYTES.min(capacity) as usize];
-        file.write_all_at(&zeros, 0)
-            .map_err(io("zeroing the first MiB of"))?;
-        file.sync_data().map_err(io("syncing"))?;
-        Ok(Self {
+        let meta = file.metadata().map_err(io("inspecting"))?;
+        let method = if meta.file_type().is_block_device() {
+            ZeroMethod::BlkZeroOut
+        } else if meta.file_type().is_file() {
+            ZeroMethod::PunchHole
+        } else {
+            ZeroMethod::Write
+        };
+        let head_len = HEAD_BYTES.min(capacity) as usize;
+        let mut w = Self {
             file,
             path: path.to_owned(),
             capacity,
-            head: Vec::with_capacity(HEAD_BYTES as usize),
-            batch: Vec::with_capacity(WRITE_BATCH),
-            batch_offset: HEAD_BYTES,
-            offset: 0,
-        })
+            head: vec![0u8; head_len],
+            method,
+            pending_zero: None,
+            high_water: 0,
+            data_bytes: 0,
+            zero_bytes: 0,
+        };
+        w.zero_now(0, head_len as u64)?;
+        w.file.sync_data().map_err(io("syncing"))?;
+        Ok(w)
     }
 
     fn io_err(&self, op: &'static str) -> impl FnOnce(std::io::Error) -> SinkError {
@@ -179,42 +141,139 @@ impl FirstMibWriter {
         move |source| SinkError::Io { op, path, source }
     }
 
-    fn flush_batch(&mut self) -> Result<(), SinkError> {
-        if !self.batch.is_empty() {
-            self.file
-                .write_all_at(&self.batch, self.batch_offset)
-                .map_err(self.io_err("writing"))?;
-            self.batch_offset += self.batch.len() as u64;
-            self.batch.clear();
+    /// How zero ranges are produced.
+    pub fn method(&self) -> ZeroMethod {
+        self.method
+    }
+
+    /// Highest guest offset written or zeroed so far (the image size for raw images).
+    pub fn high_water(&self) -> u64 {
+        self.high_water
+    }
+
+    /// Bytes of data written (zero runs excluded).
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Bytes turned into zeroed ranges instead of writes.
+    pub fn zero_bytes(&self) -> u64 {
+        self.zero_bytes
+    }
+
+    fn check_fits(&self, end: u64) -> Result<(), SinkError> {
+        if end > self.capacity {
+            return Err(SinkError::TooLarge {
+                path: self.path.clone(),
+                capacity: self.capacity,
+                needed: end,
+            });
         }
         Ok(())
     }
 
-    /// Bytes received so far.
-    pub fn len(&self) -> u64 {
-        self.offset
+    fn flush_zero(&mut self) -> Result<(), SinkError> {
+        if let Some((start, end)) = self.pending_zero.take() {
+            self.zero_now(start, end - start)?;
+        }
+        Ok(())
     }
 
-    /// True when nothing was received.
-    pub fn is_empty(&self) -> bool {
-        self.offset == 0
+    /// Zeroes `[offset, offset+len)` on the device now (offsets past the head only).
+    fn zero_now(&mut self, offset: u64, len: u64) -> Result<(), SinkError> {
+        if len == 0 {
+            return Ok(());
+        }
+        match self.method {
+            ZeroMethod::PunchHole => {
+                let r = nix::fcntl::fallocate(
+                    self.file.as_raw_fd(),
+                    nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                        | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                    offset as i64,
+                    len as i64,
+                );
+                match r {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::info!(
+                            "{}: hole punching unavailable ({e}); writing zeros instead",
+                            self.path.display()
+                        );
+                        self.method = ZeroMethod::Write;
+                    }
+                }
+            }
+            ZeroMethod::BlkZeroOut => {
+                let aligned = offset.is_multiple_of(512) && len.is_multiple_of(512);
+                if aligned {
+                    let range = [offset, len];
+                    // SAFETY: BLKZEROOUT reads a `[u64; 2]` (start, length) through the
+                    // pointer, which points at a live local array for the whole call.
+                    let r = unsafe { blkzeroout(self.file.as_raw_fd(), &range) };
+                    match r {
+                        Ok(_) => return Ok(()),
+                        Err(e) => {
+                            tracing::info!(
+                                "{}: BLKZEROOUT unavailable ({e}); writing zeros instead",
+                                self.path.display()
+                            );
+                            self.method = ZeroMethod::Write;
+                        }
+                    }
+                }
+            }
+            ZeroMethod::Write => {}
+        }
+        let zeros = vec![0u8; ZERO_WRITE.min(len as usize)];
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let n = ((end - at) as usize).min(zeros.len());
+            self.file
+                .write_all_at(&zeros[..n], at)
+                .map_err(self.io_err("writing zeros to"))?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        self.flush_zero()?;
+        self.file
+            .write_all_at(data, offset)
+            .map_err(self.io_err("writing"))?;
+        self.data_bytes += data.len() as u64;
+        Ok(())
+    }
+
+    fn queue_zero(&mut self, offset: u64, len: u64) -> Result<(), SinkError> {
+        self.zero_bytes += len;
+        match self.pending_zero {
+            Some((s, e)) if e == offset => self.pending_zero = Some((s, offset + len)),
+            _ => {
+                self.flush_zero()?;
+                self.pending_zero = Some((offset, offset + len));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the held-back first MiB and syncs: the image is complete.
     pub fn commit(mut self) -> Result<u64, SinkError> {
-        self.flush_batch()?;
+        self.flush_zero()?;
         self.file.sync_data().map_err(self.io_err("syncing"))?;
         self.file
             .write_all_at(&self.head, 0)
             .map_err(self.io_err("writing the first MiB of"))?;
         self.file.sync_all().map_err(self.io_err("syncing"))?;
-        Ok(self.offset)
+        Ok(self.high_water)
     }
 
     /// Gives up: the first MiB stays zeroed.
     pub fn abort(mut self) {
-        if let Err(e) = self.flush_batch() {
-            tracing::debug!("ignoring write error while aborting: {e}");
+        if let Err(e) = self.flush_zero() {
+            tracing::debug!("ignoring error while aborting: {e}");
         }
         if let Err(e) = self.file.sync_all() {
             tracing::debug!("ignoring sync error while aborting: {e}");
@@ -222,29 +281,56 @@ impl FirstMibWriter {
     }
 }
 
-impl ImageSink for FirstMibWriter {
-    fn write_chunk(&mut self, mut data: &[u8]) -> Result<(), SinkError> {
-        if self.offset + data.len() as u64 > self.capacity {
-            return Err(SinkError::TooLarge {
-                path: self.path.clone(),
-                capacity: self.capacity,
-            });
-        }
-        if self.offset < HEAD_BYTES {
-            let take = ((HEAD_BYTES - self.offset) as usize).min(data.len());
-            self.head.extend_from_slice(&data[..take]);
-            self.offset += take as u64;
+impl GuestSink for DiskWriter {
+    fn write_at(&mut self, offset: u64, mut data: &[u8]) -> Result<(), SinkError> {
+        let end = offset + data.len() as u64;
+        self.check_fits(end)?;
+        self.high_water = self.high_water.max(end);
+        let mut at = offset;
+        let head = self.head.len() as u64;
+        if at < head {
+            let take = ((head - at) as usize).min(data.len());
+            self.head[at as usize..at as usize + take].copy_from_slice(&data[..take]);
+            at += take as u64;
             data = &data[take..];
         }
+        // Split into runs of data and runs of zeros at ZERO_BLOCK granularity
+        // (aligned to the guest offset so that holes fall on block boundaries).
         while !data.is_empty() {
-            let room = WRITE_BATCH - self.batch.len();
-            let take = room.min(data.len());
-            self.batch.extend_from_slice(&data[..take]);
-            self.offset += take as u64;
-            data = &data[take..];
-            if self.batch.len() == WRITE_BATCH {
-                self.flush_batch()?;
+            let first = (ZERO_BLOCK - (at % ZERO_BLOCK as u64) as usize).min(data.len());
+            let zero = is_zero(&data[..first]);
+            let mut run = first;
+            while run < data.len() {
+                let n = ZERO_BLOCK.min(data.len() - run);
+                if is_zero(&data[run..run + n]) != zero {
+                    break;
+                }
+                run += n;
             }
+            if zero {
+                self.queue_zero(at, run as u64)?;
+            } else {
+                self.write_data(at, &data[..run])?;
+            }
+            at += run as u64;
+            data = &data[run..];
+        }
+        Ok(())
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), SinkError> {
+        let end = offset + len;
+        self.check_fits(end)?;
+        self.high_water = self.high_water.max(end);
+        let head = self.head.len() as u64;
+        let mut at = offset;
+        if at < head {
+            let stop = end.min(head);
+            self.head[at as usize..stop as usize].fill(0);
+            at = stop;
+        }
+        if at < end {
+            self.queue_zero(at, end - at)?;
         }
         Ok(())
     }
@@ -253,7 +339,7 @@ impl ImageSink for FirstMibWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ironclad_versioning::image_info::ChecksumAlgorithm;
+    use std::os::unix::fs::MetadataExt;
 
     fn disk(size: u64, fill: u8) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -266,14 +352,28 @@ mod tests {
     }
 
     #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0; 4099]));
+        let mut v = vec![0u8; 4099];
+        v[4098] = 1;
+        assert!(!is_zero(&v));
+        v[4098] = 0;
+        v[3] = 1;
+        assert!(!is_zero(&v));
+    }
+
+    #[test]
     fn first_mib_zeroed_until_commit() {
         let d = disk(4 * HEAD_BYTES, 0xee);
         let img = image(3 * HEAD_BYTES as usize + 12345);
-        let mut w = FirstMibWriter::create(d.path(), 4 * HEAD_BYTES).unwrap();
+        let mut w = DiskWriter::open(d.path(), 4 * HEAD_BYTES).unwrap();
+        let mut at = 0;
         for chunk in img.chunks(70_001) {
-            w.write_chunk(chunk).unwrap();
+            w.write_at(at, chunk).unwrap();
+            at += chunk.len() as u64;
         }
-        w.flush_batch().unwrap();
+        w.flush_zero().unwrap();
         let mid = std::fs::read(d.path()).unwrap();
         assert!(mid[..HEAD_BYTES as usize].iter().all(|&b| b == 0));
         assert_eq!(
@@ -287,46 +387,35 @@ mod tests {
     }
 
     #[test]
-    fn abort_leaves_head_zero() {
-        let d = disk(2 * HEAD_BYTES, 0xee);
-        let img = image(HEAD_BYTES as usize + 10);
-        let mut w = FirstMibWriter::create(d.path(), 2 * HEAD_BYTES).unwrap();
-        w.write_chunk(&img).unwrap();
-        w.abort();
-        let done = std::fs::read(d.path()).unwrap();
-        assert!(done[..HEAD_BYTES as usize].iter().all(|&b| b == 0));
-        assert_eq!(
-            &done[HEAD_BYTES as usize..img.len()],
-            &img[HEAD_BYTES as usize..]
-        );
+    fn zero_runs_become_holes() {
+        let size = 64 * HEAD_BYTES;
+        let d = disk(size, 0xee);
+        let mut img = vec![0u8; size as usize];
+        img[5 * HEAD_BYTES as usize..6 * HEAD_BYTES as usize].fill(7);
+        img[100] = 1;
+        let mut w = DiskWriter::open(d.path(), size).unwrap();
+        assert_eq!(w.method(), ZeroMethod::PunchHole);
+        for (i, chunk) in img.chunks(1 << 20).enumerate() {
+            w.write_at((i as u64) << 20, chunk).unwrap();
+        }
+        assert_eq!(w.data_bytes(), HEAD_BYTES);
+        w.commit().unwrap();
+        assert_eq!(std::fs::read(d.path()).unwrap(), img);
+        let blocks = std::fs::metadata(d.path()).unwrap().blocks() * 512;
+        assert!(blocks < 4 * HEAD_BYTES, "{blocks} bytes allocated");
     }
 
     #[test]
-    fn small_image_and_too_large() {
+    fn too_large_is_refused() {
         let d = disk(HEAD_BYTES / 2, 0xee);
-        let mut w = FirstMibWriter::create(d.path(), HEAD_BYTES / 2).unwrap();
-        w.write_chunk(b"hello").unwrap();
+        let mut w = DiskWriter::open(d.path(), HEAD_BYTES / 2).unwrap();
+        w.write_at(0, b"hello").unwrap();
         assert!(matches!(
-            w.write_chunk(&vec![1; HEAD_BYTES as usize]),
+            w.write_at(5, &vec![1; HEAD_BYTES as usize]),
             Err(SinkError::TooLarge { .. })
         ));
+        assert!(w.zero_range(0, HEAD_BYTES).is_err());
         assert_eq!(w.commit().unwrap(), 5);
         assert_eq!(&std::fs::read(d.path()).unwrap()[..6], b"hello\0");
-    }
-
-    #[test]
-    fn adapters_compose() {
-        let d = disk(2 * HEAD_BYTES, 0);
-        let w = FirstMibWriter::create(d.path(), 2 * HEAD_BYTES).unwrap();
-        let h = HashingSink::new(w, Hasher::new(ChecksumAlgorithm::Sha256));
-        let mut p = ProgressSink::new(h, "test", Duration::from_secs(5));
-        p.write_chunk(b"abc").unwrap();
-        assert_eq!(p.written(), 3);
-        let (w, digest) = p.finish().finish();
-        assert_eq!(
-            digest,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        w.commit().unwrap();
     }
 }

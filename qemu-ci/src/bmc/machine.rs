@@ -261,7 +261,11 @@ impl Machine for QemuMachine {
             BootDevice::Cdrom(None) => Boot::Disk,
         };
         tracing::info!(node = %spec.name, ?device, "powering on");
-        self.vm = Some(Vm::start(spec).await?);
+        let vm = Vm::start(spec).await?;
+        // Ready means QEMU answers QMP (its devices, taps included, are set up by then).
+        let status = vm.qmp().await?.status().await?;
+        tracing::debug!(node = %self.template.name, %status, "QEMU is up");
+        self.vm = Some(vm);
         self.booted_from = Some(device);
         Ok(())
     }
