@@ -30,7 +30,7 @@ use ironclad_tests::{
 };
 use serde_json::json;
 
-const IMAGE_SIZE: usize = 8 * 1024 * 1024;
+const IMAGE_SIZE: u64 = 8 * 1024 * 1024;
 const DISK_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -325,7 +325,7 @@ fn ramdisk_boots_in_qemu_and_deploys_the_node() -> Result<()> {
 
     assert_eq!(node["last_error"], serde_json::Value::Null);
     assert_eq!(
-        sha256_prefix(&lab.disk, IMAGE_SIZE as u64)?,
+        sha256_prefix(&lab.disk, IMAGE_SIZE)?,
         lab.image_sha256,
         "the virtio disk must hold exactly the image"
     );
