@@ -66,6 +66,37 @@ pub struct Cli {
     /// Value of `X-OpenStack-Request-ID` sent to the controller.
     #[arg(long = "global-request-id", value_name = "ID")]
     pub global_request_id: Option<String>,
+    /// Extra attempts per image URL after a 5xx answer or a connection error (IPA's image_download_connection_retries).
+    #[arg(long = "image-download-retries", default_value_t = 9, value_name = "N")]
+    pub image_download_retries: u32,
+    /// First wait between image download attempts; doubles each attempt, up to 120 s (IPA's image_download_connection_retry_interval).
+    #[arg(
+        long = "image-download-retry-interval",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
+    pub image_download_retry_interval: f64,
+    /// Longest silence between two chunks of an image download before the connection counts as broken (IPA's image_download_connection_timeout).
+    #[arg(
+        long = "image-download-timeout",
+        default_value_t = 60.0,
+        value_name = "SECONDS"
+    )]
+    pub image_download_timeout: f64,
+}
+
+impl Cli {
+    /// The image download retry policy from the flags.
+    pub fn image_retry_policy(&self) -> Result<crate::image::source::RetryPolicy, ConfigError> {
+        Ok(crate::image::source::RetryPolicy {
+            retries: self.image_download_retries,
+            interval: seconds(
+                "--image-download-retry-interval",
+                self.image_download_retry_interval,
+            )?,
+            stall_timeout: seconds("--image-download-timeout", self.image_download_timeout)?,
+        })
+    }
 }
 
 /// Whether the agent owns the machine.
@@ -108,6 +139,8 @@ pub struct Config {
     pub sysroot: PathBuf,
     /// Request id sent to the controller.
     pub global_request_id: Option<String>,
+    /// Retries, back-off and stall timeout of image downloads.
+    pub image_download: crate::image::source::RetryPolicy,
 }
 
 /// Why the configuration is unusable.
@@ -226,6 +259,7 @@ impl Config {
             auto_tls: !cli.no_auto_tls,
             sysroot: cli.sysroot.clone(),
             global_request_id: cli.global_request_id.clone(),
+            image_download: cli.image_retry_policy()?,
         })
     }
 
@@ -276,6 +310,7 @@ impl Config {
                 .global_request_id
                 .clone()
                 .or_else(|| cli.global_request_id.clone()),
+            image_download: cli.image_retry_policy()?,
         })
     }
 }

@@ -312,7 +312,13 @@ async fn run(config: Config, buffer: LogBuffer) -> Result<()> {
         logs: buffer,
         sysroot: config.sysroot.clone(),
         nics,
-        image_writer: ImageWriter::new(http),
+        image_writer: {
+            let mut w = ImageWriter::new(http);
+            w.policy = config.image_download;
+            w.insecure = config.insecure;
+            w.ca_file = config.ca_file.clone();
+            w
+        },
         written_device: Mutex::new(None),
     });
     let async_done = Arc::new(Notify::new());

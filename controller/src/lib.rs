@@ -5,7 +5,8 @@
 //! Modules, one concern each:
 //! - [`config`]: the daemon's command line;
 //! - [`store`]: the SQLite inventory of nodes and ports;
-//! - [`drivers`]: hardware types and their power/management/boot interfaces;
+//! - [`drivers`]: hardware types composed from interfaces (Redfish, IPMI, iPXE, fake, ...);
+//! - [`dhcp`]: dnsmasq host files for PXE filtering, and a supervised dnsmasq;
 //! - [`agent_client`]: the HTTP client for the agent's command API;
 //! - [`conductor`]: the state machine, node locks, deploy and periodic tasks;
 //! - [`api`]: the axum REST API (nodes, ports, ramdisk endpoints, microversions, errors);
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod dhcp;
 pub mod drivers;
 pub mod secrets;
 pub mod server;

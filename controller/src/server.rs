@@ -7,7 +7,9 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::conductor::{Conductor, ConductorError};
-use crate::config::Config;
+use crate::config::{Config, DhcpMode};
+use crate::dhcp::{DhcpError, DhcpFilter, Dnsmasq, DnsmasqConfig};
+use crate::drivers::DriverRegistry;
 use crate::store::{Store, StoreError};
 
 /// What can stop the server from running.
@@ -32,6 +34,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// DHCP could not be set up.
+    #[error("cannot set up DHCP: {0}")]
+    Dhcp(#[from] DhcpError),
     /// Serving failed.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -51,7 +56,44 @@ pub async fn run(
             source,
         })?;
     let listen = config.listen;
-    let conductor = Conductor::new(store.clone(), config);
+    let mut settings = config.driver_settings();
+    let mut dnsmasq = None;
+    match &config.dhcp {
+        DhcpMode::None => {}
+        DhcpMode::Hostsdir(dir) => settings.dhcp = Some(DhcpFilter::new(dir)?),
+        DhcpMode::Managed {
+            program,
+            interface,
+            range,
+            dir,
+        } => {
+            let state_dir = match (dir, store.directory()) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(db_dir)) => db_dir.join("dnsmasq"),
+                (None, None) => std::env::temp_dir().join("ironclad-dnsmasq"),
+            };
+            std::fs::create_dir_all(&state_dir).map_err(|source| {
+                ServerError::Dhcp(crate::dhcp::DhcpError::Write {
+                    path: state_dir.clone(),
+                    source,
+                })
+            })?;
+            let started = Dnsmasq::start(DnsmasqConfig {
+                program: program.clone(),
+                interface: interface.clone(),
+                range: range.clone(),
+                state_dir,
+                boot_script_url: format!("{}/boot.ipxe", config.public_url),
+                ipxe_bootfile: None,
+                tftp_root: None,
+            })
+            .await?;
+            settings.dhcp = Some(started.filter().clone());
+            dnsmasq = Some(started);
+        }
+    }
+    let drivers = DriverRegistry::new(&settings);
+    let conductor = Conductor::with_drivers(store.clone(), config, drivers);
     conductor.recover_interrupted().await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -69,6 +111,9 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = periodic.await;
+    if let Some(dnsmasq) = dnsmasq {
+        dnsmasq.stop().await;
+    }
     store.close().await;
     served.map_err(ServerError::Serve)
 }

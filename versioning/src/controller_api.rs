@@ -463,3 +463,58 @@ impl NodeStates {
         }
     }
 }
+
+/// The outcome of validating one interface of a node (`GET /v1/nodes/{id}/validate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceValidation {
+    /// `true` valid, `false` invalid, `null` when the node has no such interface.
+    pub result: Option<bool>,
+    /// Why it is invalid or unsupported; absent when valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reply of `GET /v1/nodes/{id}/validate`: one entry per interface kind
+/// (`boot`, `console`, `deploy`, `inspect`, `management`, `network`, `power`, ...).
+pub type NodeValidation = std::collections::BTreeMap<String, InterfaceValidation>;
+
+/// One hardware type in `GET /v1/drivers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverSummary {
+    /// The hardware type's name, e.g. `redfish`.
+    pub name: String,
+    /// Conductors that serve it.
+    pub hosts: Vec<String>,
+    /// Always `dynamic` (hardware types, not classic drivers).
+    #[serde(rename = "type")]
+    pub driver_type: String,
+    /// Links to the driver.
+    #[serde(default)]
+    pub links: Vec<Link>,
+}
+
+/// Reply of `GET /v1/drivers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverList {
+    /// The enabled hardware types.
+    pub drivers: Vec<DriverSummary>,
+}
+
+/// Body of `PUT /v1/nodes/{id}/management/boot_device`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootDeviceRequest {
+    /// `pxe`, `disk`, `cdrom` or `bios`.
+    pub boot_device: String,
+    /// Every boot (`true`) or the next one only (`false`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<bool>,
+}
+
+/// Reply of `GET /v1/nodes/{id}/management/boot_device`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootDeviceInfo {
+    /// The device, or null when the BMC does not say.
+    pub boot_device: Option<String>,
+    /// Whether it applies to every boot, or null when unknown.
+    pub persistent: Option<bool>,
+}

@@ -73,6 +73,10 @@ fixtures! {
     "port_list.json" => controller_api::PortList,
     "controller_v1.json" => controller_api::ControllerV1,
     "node_states.json" => controller_api::NodeStates,
+    "node_validation.json" => controller_api::NodeValidation,
+    "driver_list.json" => controller_api::DriverList,
+    "boot_device_request.json" => controller_api::BootDeviceRequest,
+    "boot_device_info.json" => controller_api::BootDeviceInfo,
 }
 
 #[test]

@@ -23,6 +23,11 @@ const ZERO_BLOCK: usize = 4096;
 /// Largest plain write of zeros in the fallback path.
 const ZERO_WRITE: usize = 1024 * 1024;
 
+/// Written bytes after which write-back is started (and the window before
+/// waited for and dropped from the page cache), so that dirty pages stay
+/// bounded and the disk writes while the download goes on.
+const FLUSH_WINDOW: u64 = 32 * 1024 * 1024;
+
 /// Why writing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -78,6 +83,18 @@ pub fn is_zero(data: &[u8]) -> bool {
     chunks.remainder().iter().all(|&b| b == 0)
 }
 
+/// `sync_file_range(2)` on an open descriptor.
+fn sync_file_range(fd: i32, offset: i64, len: i64, flags: u32) -> Result<(), nix::Error> {
+    // SAFETY: sync_file_range only reads its integer arguments; `fd` is an open
+    // descriptor owned by the caller for the duration of the call.
+    let r = unsafe { nix::libc::sync_file_range(fd, offset, len, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(nix::Error::last())
+    }
+}
+
 /// Writes an image to a device (or a regular file acting as one).
 #[derive(Debug)]
 pub struct DiskWriter {
@@ -90,6 +107,10 @@ pub struct DiskWriter {
     high_water: u64,
     data_bytes: u64,
     zero_bytes: u64,
+    dirty: u64,
+    data_end: u64,
+    started_upto: u64,
+    waited_upto: u64,
 }
 
 /// The block-device ioctls used for zeroing.
@@ -130,6 +151,10 @@ impl DiskWriter {
             high_water: 0,
             data_bytes: 0,
             zero_bytes: 0,
+            dirty: 0,
+            data_end: 0,
+            started_upto: 0,
+            waited_upto: 0,
         };
         w.zero_now(0, head_len as u64)?;
         w.file.sync_data().map_err(io("syncing"))?;
@@ -244,7 +269,48 @@ impl DiskWriter {
             .write_all_at(data, offset)
             .map_err(self.io_err("writing"))?;
         self.data_bytes += data.len() as u64;
+        self.dirty += data.len() as u64;
+        self.data_end = self.data_end.max(offset + data.len() as u64);
+        if self.dirty >= FLUSH_WINDOW {
+            self.write_back();
+        }
         Ok(())
+    }
+
+    /// Starts write-back up to the highest data written, and waits for (then
+    /// drops from the cache) the window started the time before. Best effort:
+    /// the final fsync in [`DiskWriter::commit`] is what guarantees durability.
+    fn write_back(&mut self) {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        use nix::libc::{
+            SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE,
+        };
+        self.dirty = 0;
+        let fd = self.file.as_raw_fd();
+        if self.waited_upto < self.started_upto {
+            let (from, len) = (self.waited_upto, self.started_upto - self.waited_upto);
+            let wait =
+                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+            if let Err(e) = sync_file_range(fd, from as i64, len as i64, wait) {
+                tracing::debug!("sync_file_range: {e}");
+            }
+            if let Err(e) = posix_fadvise(
+                fd,
+                from as i64,
+                len as i64,
+                PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            ) {
+                tracing::debug!("posix_fadvise: {e}");
+            }
+            self.waited_upto = self.started_upto;
+        }
+        if self.data_end > self.started_upto {
+            let (from, len) = (self.started_upto, self.data_end - self.started_upto);
+            if let Err(e) = sync_file_range(fd, from as i64, len as i64, SYNC_FILE_RANGE_WRITE) {
+                tracing::debug!("sync_file_range: {e}");
+            }
+            self.started_upto = self.data_end;
+        }
     }
 
     fn queue_zero(&mut self, offset: u64, len: u64) -> Result<(), SinkError> {

@@ -1,9 +1,11 @@
 //! The Ironic-compatible REST API.
 //!
 //! Submodules: [`root`] (`/`, `/v1/`), [`nodes`], [`ports`], [`ramdisk`] (lookup and
-//! heartbeat), [`versioning`] (microversion middleware), [`errors`] (error bodies),
+//! heartbeat), [`boot`] (iPXE scripts, `/httpboot/` files, `/v1/drivers`),
+//! [`versioning`] (microversion middleware), [`errors`] (error bodies),
 //! [`pagination`] and [`patch`] (pure request logic), [`views`] (how records are shown).
 
+pub mod boot;
 pub mod errors;
 pub mod nodes;
 pub mod pagination;
@@ -47,6 +49,17 @@ pub fn router(state: AppState) -> Router {
             get(nodes::show).patch(nodes::update).delete(nodes::delete),
         )
         .route("/v1/nodes/{ident}/states", get(nodes::states))
+        .route("/v1/nodes/{ident}/validate", get(nodes::validate))
+        .route(
+            "/v1/nodes/{ident}/management/boot_device",
+            get(nodes::get_boot_device).put(nodes::set_boot_device),
+        )
+        .route(
+            "/v1/nodes/{ident}/management/boot_device/supported",
+            get(nodes::supported_boot_devices),
+        )
+        .route("/v1/drivers", get(boot::drivers))
+        .route("/v1/drivers/", get(boot::drivers))
         .route("/v1/nodes/{ident}/states/provision", put(nodes::provision))
         .route("/v1/nodes/{ident}/states/power", put(nodes::power))
         .route("/v1/nodes/{ident}/ports", get(ports::list_of_node))
@@ -61,6 +74,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/lookup", get(ramdisk::lookup))
         .route("/v1/lookup/", get(ramdisk::lookup))
         .route("/v1/heartbeat/{ident}", post(ramdisk::heartbeat))
+        .route("/boot.ipxe", get(boot::chain))
+        .route("/ipxe/{ident}", get(boot::node_script))
+        .route("/httpboot/{*path}", get(boot::http_root_file))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(axum::middleware::from_fn(versioning::negotiate_version))

@@ -7,7 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ironclad_versioning::controller_api::{
-    Node, NodeCreate, NodeList, NodeStates, PowerRequest, ProvisionRequest,
+    BootDeviceInfo, BootDeviceRequest, Node, NodeCreate, NodeList, NodeStates, NodeValidation,
+    PowerRequest, ProvisionRequest,
 };
 use ironclad_versioning::microversion::{
     first_newer_field, strip_newer_fields, ApiVersion, NODE_FIELD_VERSIONS,
@@ -20,7 +21,7 @@ use super::pagination::{next_link, parse_page};
 use super::views::{self, NODE_READ_ONLY, NODE_SHORT_FIELDS};
 use super::AppState;
 use crate::conductor::states::{self, TargetError};
-use crate::drivers::InterfaceKind;
+use crate::drivers::{BootDevice, InterfaceKind};
 use crate::store::{NodeFilter, NodeSortKey};
 
 type Query = BTreeMap<String, String>;
@@ -40,35 +41,11 @@ fn view(
 
 /// Fills unset interfaces with the hardware type's defaults and checks the set ones.
 fn check_interfaces(state: &AppState, node: &mut Node) -> Result<(), ApiError> {
-    let hardware = state.conductor.drivers().get(&node.driver).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "The driver '{}' is unknown. Known hardware types: {}.",
-            node.driver,
-            state.conductor.drivers().names().join(", ")
-        ))
-    })?;
-    let mut map = serde_json::to_value(&*node).map_err(|e| ApiError::internal(e.to_string()))?;
-    for kind in InterfaceKind::ALL {
-        let supported = hardware.supported(*kind);
-        let field = kind.field();
-        match map.get(field).and_then(Value::as_str) {
-            Some(name) if !supported.contains(&name) => {
-                return Err(ApiError::bad_request(format!(
-                    "Interface \"{name}\" is not supported for {field} by hardware type {}; supported: {}.",
-                    node.driver,
-                    supported.join(", ")
-                )));
-            }
-            Some(_) => {}
-            None => {
-                if let Some(default) = supported.first() {
-                    map[field] = Value::String((*default).to_owned());
-                }
-            }
-        }
-    }
-    *node = serde_json::from_value(map).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(())
+    state
+        .conductor
+        .drivers()
+        .compose(node)
+        .map_err(ApiError::bad_request)
 }
 
 /// `POST /v1/nodes`.
@@ -262,11 +239,11 @@ pub async fn update(
     }
     if patched.driver != node.driver {
         // A new hardware type brings its own default interfaces.
-        for kind in InterfaceKind::ALL {
-            let mut map =
-                serde_json::to_value(&patched).map_err(|e| ApiError::internal(e.to_string()))?;
-            map[kind.field()] = Value::Null;
-            patched = serde_json::from_value(map).map_err(|e| ApiError::internal(e.to_string()))?;
+        // Interfaces the patch set explicitly stay; the others reset.
+        for kind in InterfaceKind::ALL.iter().copied() {
+            if kind.of(&patched) == kind.of(&node) {
+                kind.set(&mut patched, None);
+            }
         }
     }
     check_interfaces(&state, &mut patched)?;
@@ -382,6 +359,62 @@ pub async fn power(
         ));
     }
     let node = state.conductor.load(&ident).await?;
-    state.conductor.set_power(&node.uuid, target).await?;
+    let timeout = request.timeout.map(std::time::Duration::from_secs);
+    state
+        .conductor
+        .set_power(&node.uuid, target, timeout)
+        .await?;
     Ok(accepted(&state, &node.uuid))
+}
+
+/// `GET /v1/nodes/{ident}/validate`: each interface's verdict on the node's settings.
+pub async fn validate(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+) -> Result<Json<NodeValidation>, ApiError> {
+    let node = state.conductor.load(&ident).await?;
+    Ok(Json(state.conductor.drivers().validate(&node).await))
+}
+
+/// `GET /v1/nodes/{ident}/management/boot_device`.
+pub async fn get_boot_device(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+) -> Result<Json<BootDeviceInfo>, ApiError> {
+    let node = state.conductor.load(&ident).await?;
+    let (device, persistent) = state.conductor.boot_device(&node).await?;
+    Ok(Json(BootDeviceInfo {
+        boot_device: device.map(|d| d.as_str().to_owned()),
+        persistent,
+    }))
+}
+
+/// `PUT /v1/nodes/{ident}/management/boot_device`.
+pub async fn set_boot_device(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+    ApiJson(request): ApiJson<BootDeviceRequest>,
+) -> Result<StatusCode, ApiError> {
+    let device = BootDevice::parse(&request.boot_device).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid boot device \"{}\"; valid: pxe, disk, cdrom, bios.",
+            request.boot_device
+        ))
+    })?;
+    state
+        .conductor
+        .set_boot_device(&ident, device, request.persistent.unwrap_or(false))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/nodes/{ident}/management/boot_device/supported`.
+pub async fn supported_boot_devices(
+    State(state): State<AppState>,
+    Path(ident): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.conductor.load(&ident).await?;
+    Ok(Json(serde_json::json!({
+        "supported_boot_devices": ["pxe", "disk", "cdrom", "bios"]
+    })))
 }

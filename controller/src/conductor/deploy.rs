@@ -15,7 +15,6 @@ use serde_json::{json, Map, Value};
 use super::states::Event;
 use super::{dii_str, step_map, wipe_agent_data, Conductor, ConductorError};
 use crate::agent_client::{AgentClientError, AgentEndpoint};
-use crate::drivers::BootDevice;
 
 /// The deploy step that writes the image.
 const WRITE_IMAGE_PRIORITY: i64 = 80;
@@ -263,20 +262,9 @@ impl Conductor {
             .map_err(conductor_error)?;
 
         node.deploy_step = step_map("boot_instance", 20);
-        let hardware = self.hardware(node).map_err(conductor_error)?;
-        hardware
-            .management()
-            .set_boot_device(node, BootDevice::Disk, true)
+        self.boot_instance(node)
             .await
             .map_err(|e| StepError::Failed(e.to_string()))?;
-        hardware
-            .boot()
-            .prepare_instance(node)
-            .await
-            .map_err(|e| StepError::Failed(e.to_string()))?;
-        self.power_action(node, PowerTarget::On)
-            .await
-            .map_err(conductor_error)?;
 
         node.deploy_step = Map::new();
         node.last_error = None;

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::agent_client::AgentClient;
 use crate::config::Config;
-use crate::drivers::{BootDevice, DriverError, DriverRegistry, HardwareType};
+use crate::drivers::{BootDevice, BootTask, DriverError, DriverRegistry};
 use crate::store::{Store, StoreError};
 use locks::{NodeLock, NodeLocks};
 use states::Event;
@@ -145,13 +145,19 @@ pub fn validate_instance_info(node: &Node) -> Result<()> {
 }
 
 impl Conductor {
-    /// A conductor over `store`.
+    /// A conductor over `store`, with the drivers `config` enables.
     pub fn new(store: Store, config: Config) -> Self {
+        let drivers = DriverRegistry::new(&config.driver_settings());
+        Self::with_drivers(store, config, drivers)
+    }
+
+    /// A conductor over `store` with the given drivers.
+    pub fn with_drivers(store: Store, config: Config, drivers: DriverRegistry) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
-                drivers: DriverRegistry::default(),
+                drivers,
                 agents: AgentClient::new(),
                 locks: NodeLocks::default(),
             }),
@@ -208,15 +214,53 @@ impl Conductor {
         Ok(())
     }
 
-    fn hardware(&self, node: &Node) -> Result<Arc<dyn HardwareType>> {
-        self.inner.drivers.get(&node.driver).ok_or_else(|| {
-            ConductorError::InvalidParameter(format!(
-                "Node {} uses the unknown hardware type {:?}; known: {}.",
-                node.uuid,
-                node.driver,
-                self.inner.drivers.names().join(", ")
-            ))
+    /// Runs `f` with the node's boot task (the node and its ports).
+    async fn boot_task_ports(
+        &self,
+        node: &Node,
+    ) -> Result<Vec<ironclad_versioning::controller_api::Port>> {
+        Ok(self.inner.store.ports_of_node(&node.uuid).await?)
+    }
+
+    /// Prepares the node's boot interface to boot the ramdisk, sets the boot device
+    /// and reboots it.
+    pub(crate) async fn boot_ramdisk(&self, node: &mut Node) -> Result<()> {
+        let drivers = &self.inner.drivers;
+        let boot = drivers.boot(node)?;
+        let ports = self.boot_task_ports(node).await?;
+        boot.prepare_ramdisk(BootTask {
+            node,
+            ports: &ports,
         })
+        .await?;
+        drivers
+            .management(node)?
+            .set_boot_device(node, boot.ramdisk_boot_device(), false)
+            .await?;
+        self.power_action(node, PowerTarget::Rebooting).await
+    }
+
+    /// Ends a ramdisk boot and sets the node up to boot its instance from disk
+    /// (the node is expected to be off).
+    pub(crate) async fn boot_instance(&self, node: &mut Node) -> Result<()> {
+        let drivers = &self.inner.drivers;
+        let boot = drivers.boot(node)?;
+        let ports = self.boot_task_ports(node).await?;
+        boot.clean_up_ramdisk(BootTask {
+            node,
+            ports: &ports,
+        })
+        .await?;
+        drivers
+            .management(node)?
+            .set_boot_device(node, BootDevice::Disk, true)
+            .await?;
+        boot.prepare_instance(BootTask {
+            node,
+            ports: &ports,
+        })
+        .await?;
+        self.power_action(node, PowerTarget::On).await
     }
 
     /// Applies `event` to the node's state; an impossible move is an internal error.
@@ -235,8 +279,18 @@ impl Conductor {
     /// Changes the node's power through its driver and records the result.
     /// Powering off or rebooting wipes the agent's boot data (a new boot gets a new token).
     pub async fn power_action(&self, node: &mut Node, target: PowerTarget) -> Result<()> {
-        let hardware = self.hardware(node)?;
-        let reached = hardware.power().set_power_state(node, target).await?;
+        self.power_action_within(node, target, None).await
+    }
+
+    /// As [`Conductor::power_action`], waiting at most `timeout` for the BMC.
+    pub async fn power_action_within(
+        &self,
+        node: &mut Node,
+        target: PowerTarget,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        let power = self.inner.drivers.power(node)?;
+        let reached = power.set_power_state(node, target, timeout).await?;
         node.power_state = Some(reached);
         node.target_power_state = None;
         if target != PowerTarget::On {
@@ -308,9 +362,11 @@ impl Conductor {
         if node.provision_state != Some(ProvisionState::Verifying) {
             return Ok(());
         }
-        let hardware = self.hardware(node)?;
-        let result = match hardware.power().validate(node).await {
-            Ok(()) => hardware.power().get_power_state(node).await,
+        let result = match self.inner.drivers.power(node) {
+            Ok(power) => match power.validate(node).await {
+                Ok(()) => power.get_power_state(node).await,
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         match result {
@@ -340,16 +396,16 @@ impl Conductor {
 
     async fn boot_deploy_ramdisk(&self, node: &mut Node) -> Result<()> {
         let result = async {
-            let hardware = self.hardware(node)?;
+            let boot = self.inner.drivers.boot(node)?;
+            let ports = self.boot_task_ports(node).await?;
             if node.provision_state == Some(ProvisionState::Deploying) {
-                hardware.boot().clean_up_instance(node).await?;
-            }
-            hardware.boot().prepare_ramdisk(node).await?;
-            hardware
-                .management()
-                .set_boot_device(node, BootDevice::Pxe, false)
+                boot.clean_up_instance(BootTask {
+                    node,
+                    ports: &ports,
+                })
                 .await?;
-            self.power_action(node, PowerTarget::Rebooting).await
+            }
+            self.boot_ramdisk(node).await
         }
         .await;
         match result {
@@ -371,10 +427,19 @@ impl Conductor {
 
     async fn tear_down(&self, node: &mut Node) -> Result<()> {
         let result = async {
-            let hardware = self.hardware(node)?;
+            let boot = self.inner.drivers.boot(node)?;
+            let ports = self.boot_task_ports(node).await?;
             self.power_action(node, PowerTarget::Off).await?;
-            hardware.boot().clean_up_instance(node).await?;
-            hardware.boot().clean_up_ramdisk(node).await?;
+            boot.clean_up_instance(BootTask {
+                node,
+                ports: &ports,
+            })
+            .await?;
+            boot.clean_up_ramdisk(BootTask {
+                node,
+                ports: &ports,
+            })
+            .await?;
             Ok::<(), ConductorError>(())
         }
         .await;
@@ -397,7 +462,12 @@ impl Conductor {
     }
 
     /// Starts a power change (`PUT /states/power`); the driver call runs in the background.
-    pub async fn set_power(&self, ident: &str, target: PowerTarget) -> Result<()> {
+    pub async fn set_power(
+        &self,
+        ident: &str,
+        target: PowerTarget,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
         let found = self.load(ident).await?;
         let guard = self.lock(&found.uuid)?;
         let mut node = self.load(&found.uuid).await?;
@@ -422,7 +492,10 @@ impl Conductor {
         let conductor = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(error) = conductor.power_action(&mut node, target).await {
+            if let Err(error) = conductor
+                .power_action_within(&mut node, target, timeout)
+                .await
+            {
                 node.target_power_state = None;
                 node.last_error = Some(format!(
                     "Failed to change the power state of node {} to \"{target}\": {error}. Check the BMC and retry.",
@@ -433,6 +506,32 @@ impl Conductor {
                 tracing::error!(node = %node.uuid, %error, "cannot record the power state");
             }
         });
+        Ok(())
+    }
+
+    /// Reads the node's boot device through its management interface.
+    pub async fn boot_device(&self, node: &Node) -> Result<(Option<BootDevice>, Option<bool>)> {
+        let management = self.inner.drivers.management(node)?;
+        Ok(management.get_boot_device(node).await?)
+    }
+
+    /// Sets the node's boot device through its management interface (`PUT
+    /// /management/boot_device`); waits for the BMC.
+    pub async fn set_boot_device(
+        &self,
+        ident: &str,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<()> {
+        let found = self.load(ident).await?;
+        let _guard = self.lock(&found.uuid)?;
+        let node = self.load(&found.uuid).await?;
+        let management = self.inner.drivers.management(&node)?;
+        management.validate(&node).await?;
+        management
+            .set_boot_device(&node, device, persistent)
+            .await?;
+        tracing::info!(node = %node.uuid, device = device.as_str(), persistent, "boot device set");
         Ok(())
     }
 

@@ -1,105 +1,100 @@
-//! `fake-hardware`: every interface succeeds at once without touching anything.
+//! The `fake` power, management, boot and inspect interfaces: every call succeeds
+//! at once without touching anything.
 //!
 //! Power "changes" are simply reported back as reached; the conductor records
 //! them in the node. This is what Ironic's own local development setup uses, and
 //! it lets a real agent run against a virtual machine that the tests power by hand.
 
-use futures_util::future::{self, BoxFuture};
+use std::time::Duration;
+
+use futures_util::future;
 use ironclad_versioning::controller_api::Node;
 use ironclad_versioning::states::{PowerState, PowerTarget};
 
 use super::{
-    BootDevice, BootInterface, DriverError, HardwareType, InterfaceKind, ManagementInterface,
-    PowerInterface,
+    BootDevice, BootInterface, BootMode, BootTask, DriverFuture, InspectInterface,
+    InspectedHardware, Interface, ManagementInterface, PowerInterface,
 };
 
-/// The `fake-hardware` hardware type.
+/// The `fake` implementation of power, management, boot and inspect.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FakeHardware;
+pub struct Fake;
 
-impl HardwareType for FakeHardware {
+fn ok<'a, T: Send + 'a>(value: T) -> DriverFuture<'a, T> {
+    Box::pin(future::ready(Ok(value)))
+}
+
+impl Interface for Fake {
     fn name(&self) -> &'static str {
-        "fake-hardware"
+        "fake"
     }
 
-    fn supported(&self, kind: InterfaceKind) -> &'static [&'static str] {
-        match kind {
-            InterfaceKind::Deploy => &["direct", "fake"],
-            InterfaceKind::Network => &["noop"],
-            InterfaceKind::Storage => &["noop", "fake"],
-            _ => &["fake"],
-        }
-    }
-
-    fn power(&self) -> &dyn PowerInterface {
-        self
-    }
-
-    fn management(&self) -> &dyn ManagementInterface {
-        self
-    }
-
-    fn boot(&self) -> &dyn BootInterface {
-        self
+    fn validate<'a>(&'a self, _node: &'a Node) -> DriverFuture<'a, ()> {
+        ok(())
     }
 }
 
-fn ok<'a>() -> BoxFuture<'a, Result<(), DriverError>> {
-    Box::pin(future::ready(Ok(())))
-}
-
-impl PowerInterface for FakeHardware {
-    fn validate<'a>(&'a self, _node: &'a Node) -> BoxFuture<'a, Result<(), DriverError>> {
-        ok()
-    }
-
-    fn get_power_state<'a>(
-        &'a self,
-        node: &'a Node,
-    ) -> BoxFuture<'a, Result<PowerState, DriverError>> {
-        Box::pin(future::ready(Ok(node
-            .power_state
-            .unwrap_or(PowerState::Off))))
+impl PowerInterface for Fake {
+    fn get_power_state<'a>(&'a self, node: &'a Node) -> DriverFuture<'a, PowerState> {
+        ok(node.power_state.unwrap_or(PowerState::Off))
     }
 
     fn set_power_state<'a>(
         &'a self,
         _node: &'a Node,
         target: PowerTarget,
-    ) -> BoxFuture<'a, Result<PowerState, DriverError>> {
+        _timeout: Option<Duration>,
+    ) -> DriverFuture<'a, PowerState> {
         let reached = match target {
             PowerTarget::Off | PowerTarget::SoftOff => PowerState::Off,
             PowerTarget::On | PowerTarget::Rebooting | PowerTarget::SoftRebooting => PowerState::On,
         };
-        Box::pin(future::ready(Ok(reached)))
+        ok(reached)
     }
 }
 
-impl ManagementInterface for FakeHardware {
+impl ManagementInterface for Fake {
     fn set_boot_device<'a>(
         &'a self,
         _node: &'a Node,
         _device: BootDevice,
         _persistent: bool,
-    ) -> BoxFuture<'a, Result<(), DriverError>> {
-        ok()
+    ) -> DriverFuture<'a, ()> {
+        ok(())
+    }
+
+    fn get_boot_device<'a>(
+        &'a self,
+        _node: &'a Node,
+    ) -> DriverFuture<'a, (Option<BootDevice>, Option<bool>)> {
+        ok((None, None))
+    }
+
+    fn set_boot_mode<'a>(&'a self, _node: &'a Node, _mode: BootMode) -> DriverFuture<'a, ()> {
+        ok(())
     }
 }
 
-impl BootInterface for FakeHardware {
-    fn prepare_ramdisk<'a>(&'a self, _node: &'a Node) -> BoxFuture<'a, Result<(), DriverError>> {
-        ok()
+impl BootInterface for Fake {
+    fn prepare_ramdisk<'a>(&'a self, _task: BootTask<'a>) -> DriverFuture<'a, ()> {
+        ok(())
     }
 
-    fn clean_up_ramdisk<'a>(&'a self, _node: &'a Node) -> BoxFuture<'a, Result<(), DriverError>> {
-        ok()
+    fn clean_up_ramdisk<'a>(&'a self, _task: BootTask<'a>) -> DriverFuture<'a, ()> {
+        ok(())
     }
 
-    fn prepare_instance<'a>(&'a self, _node: &'a Node) -> BoxFuture<'a, Result<(), DriverError>> {
-        ok()
+    fn prepare_instance<'a>(&'a self, _task: BootTask<'a>) -> DriverFuture<'a, ()> {
+        ok(())
     }
 
-    fn clean_up_instance<'a>(&'a self, _node: &'a Node) -> BoxFuture<'a, Result<(), DriverError>> {
-        ok()
+    fn clean_up_instance<'a>(&'a self, _task: BootTask<'a>) -> DriverFuture<'a, ()> {
+        ok(())
+    }
+}
+
+impl InspectInterface for Fake {
+    fn inspect_hardware<'a>(&'a self, _node: &'a Node) -> DriverFuture<'a, InspectedHardware> {
+        ok(InspectedHardware::default())
     }
 }

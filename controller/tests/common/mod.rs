@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sushy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -81,6 +83,15 @@ impl Controller {
         self.child = spawn(self.port, &self.database, &self.extra);
         // Pooled keep-alive connections went to the old process.
         self.http = reqwest::Client::new();
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown) and waits for it.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
     }
 
     pub async fn call(
