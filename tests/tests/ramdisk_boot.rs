@@ -380,8 +380,8 @@ fn ramdisk_network_boots_through_ipxe_to_the_first_heartbeat() -> Result<()> {
     rt.block_on(vm.kill());
     let node = left.with_context(|| format!("serial console:\n{serial}"))?;
     assert_ne!(node["provision_state"], "deploy failed", "{node}");
-    assert!(serial.contains("iPXE"), "booted by iPXE: {serial}");
-    // iPXE filled in BOOTIF=01-52-54-00-c1-00-02; the agent put that NIC first.
+    // No -kernel was given: reaching PID 1 means iPXE chained kernel and initramfs
+    // (iPXE itself prints to the VGA console, not to the serial log).
     assert!(serial.contains("lookup found node"), "{serial}");
     show_agent_lines(&serial);
     Ok(())
