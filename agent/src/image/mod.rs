@@ -2,11 +2,15 @@
 //! streaming pipeline, in bounded memory.
 //!
 //! ```text
-//! async:    source::Download (HTTP(S)/file, Range resume, retries)
-//!             → hash (every downloaded byte) → bounded channel
-//! blocking: ChannelReader → decompress (gzip/xz/zstd/bzip2, detected from the bytes)
-//!             → format (raw copy, or qcow2::Streamer converting to raw)
-//!             → sink::DiskWriter (sparse, first MiB last)
+//! async:          source::Download (HTTP(S)/file, Range resume, retries)
+//!                   → hash (every downloaded byte, while it is hot in the cache)
+//!                   → copied once into pooled, aligned 4 MiB buffers
+//! convert thread: pipeline::ChannelReader (BufRead over those buffers)
+//!                   → decompress (gzip/xz/zstd/bzip2, detected from the bytes)
+//!                   → format (raw: the buffers are forwarded as they are;
+//!                     qcow2::Streamer converting to raw)
+//! disk thread:    pipeline::WriteBehind → sink::DiskWriter (zero scan,
+//!                   O_DIRECT pwrite, sparse, first MiB last)
 //! ```
 //!
 //! Formats are detected from the bytes, never the file name, and checked
@@ -14,42 +18,44 @@
 //! written. The first MiB of the disk is zeroed before the write starts and
 //! written only once the checksum matched, so a failed or tampered download
 //! never leaves a bootable half image. Memory stays bounded: at most
-//! [`CHANNEL_DEPTH`] batches of [`SEND_BATCH`] bytes are in flight, the writer
-//! uses fixed-size buffers, and qcow2 metadata is a small fraction of the
-//! virtual size.
+//! [`IN_BUFFERS`] + [`OUT_BUFFERS`] buffers of [`BUF_SIZE`] bytes exist, and
+//! qcow2 metadata is a small fraction of the virtual size.
 
+pub mod buffers;
 pub mod checksum;
 pub mod format;
+pub mod pipeline;
 pub mod progress;
 pub mod qcow2;
 pub mod sink;
 pub mod source;
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::{Buf, Bytes, BytesMut};
 use ironclad_versioning::agent_api::{AgentErrorKind, ImageWriteProgress};
 use ironclad_versioning::image_info::{ChecksumAlgorithm, ExpectedChecksum, ImageInfo};
 use tokio::sync::mpsc;
 
 use crate::disk::BlockDevice;
+use buffers::{Pool, PoolBuf};
 use checksum::{parse_checksum_file, Hasher};
 use format::{check_format, detect_disk_format, Compression, DiskFormat, DETECT_BYTES};
+use pipeline::{ChannelReader, WriteBehind};
 use progress::{Progress, Stage};
 use qcow2::{Plan, Qcow2Error, Streamer};
 use sink::{DiskWriter, GuestSink, SinkError};
 use source::{fetch_small, Download, RangeReader, RequestAuth, RetryPolicy};
 
-/// Batches in flight between the download and the writer thread.
-pub const CHANNEL_DEPTH: usize = 8;
-/// Size of one batch sent to the writer thread.
-pub const SEND_BATCH: usize = 1024 * 1024;
-/// Size of the writer's read buffer for raw images.
-const WRITE_BUF: usize = 1024 * 1024;
+/// Size of every pipeline buffer (and so of most disk writes).
+pub const BUF_SIZE: usize = 4 * 1024 * 1024;
+/// Buffers between the download and the converter.
+pub const IN_BUFFERS: usize = 4;
+/// Buffers between the converter (decompression, qcow2) and the disk thread.
+pub const OUT_BUFFERS: usize = 3;
 
 /// Why an image could not be written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -310,7 +316,7 @@ impl ImageWriter {
             total.map_or_else(|| "unknown size".to_owned(), |l| format!("{l} bytes"))
         );
 
-        let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHANNEL_DEPTH);
+        let (tx, rx) = mpsc::unbounded_channel::<pipeline::Chunk>();
         let job = WriteJob {
             path: device.path.clone(),
             device: device.name.clone(),
@@ -322,18 +328,17 @@ impl ImageWriter {
             range: Some(dl.range_reader()),
             progress: progress.clone(),
         };
-        let writer = tokio::task::spawn_blocking(move || {
-            job.run(ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            })
-        });
+        let writer = tokio::task::spawn_blocking(move || job.run(ChannelReader::new(rx)));
 
+        // The download side: hash each chunk while it is hot in the cache and
+        // copy it into the current pooled buffer; full buffers go to the
+        // converter. Taking a buffer waits while all are in flight.
+        let mut pool = Pool::new(IN_BUFFERS, BUF_SIZE);
         let mut hasher = Hasher::new(algorithm);
         let mut received = 0u64;
-        let mut batch = BytesMut::new();
+        let mut cur: Option<PoolBuf> = None;
         let mut dl_error = None;
-        loop {
+        'download: loop {
             let next = tokio::select! {
                 r = dl.next_chunk() => r,
                 () = tx.closed() => break,
@@ -343,34 +348,44 @@ impl ImageWriter {
                     hasher.update(&chunk);
                     received += chunk.len() as u64;
                     progress.add_received(chunk.len() as u64);
-                    let out = if batch.is_empty() && chunk.len() >= SEND_BATCH / 2 {
-                        Some(chunk)
-                    } else {
-                        if batch.capacity() == 0 {
-                            batch.reserve(SEND_BATCH);
-                        }
-                        batch.extend_from_slice(&chunk);
-                        (batch.len() >= SEND_BATCH / 2).then(|| batch.split().freeze())
-                    };
-                    if let Some(out) = out {
-                        if tx.send(Ok(out)).await.is_err() {
-                            break;
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        let buf = match cur.as_mut() {
+                            Some(b) => b,
+                            None => {
+                                let got = tokio::select! {
+                                    b = pool.get() => b,
+                                    () = tx.closed() => None,
+                                };
+                                let Some(b) = got else { break 'download };
+                                cur.insert(b)
+                            }
+                        };
+                        let n = buf.push(rest);
+                        rest = &rest[n..];
+                        if buf.remaining() == 0 {
+                            if let Some(full) = cur.take() {
+                                if tx.send(Ok(full)).is_err() {
+                                    break 'download;
+                                }
+                            }
                         }
                     }
                 }
                 Ok(None) => {
-                    if !batch.is_empty() {
-                        let _ = tx.send(Ok(batch.split().freeze())).await;
+                    if let Some(last) = cur.take().filter(|b| !b.is_empty()) {
+                        let _ = tx.send(Ok(last));
                     }
                     break;
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e.0.clone())).await;
+                    let _ = tx.send(Err(e.0.clone()));
                     dl_error = Some(e);
                     break;
                 }
             }
         }
+        drop(cur);
         drop(tx);
         progress.set_stage(Stage::Verifying);
         let joined = writer
@@ -431,33 +446,6 @@ impl ImageWriter {
     }
 }
 
-/// The writer thread's side of the channel, as a `Read`.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, String>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(m)) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        m,
-                    ))
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
-    }
-}
-
 /// Reads until `buf` is full or the stream ends.
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -493,13 +481,13 @@ struct WriteJob {
 }
 
 /// Counts guest bytes into the progress.
-struct Counting<'a> {
-    inner: &'a mut DiskWriter,
+struct Counting<'a, S: GuestSink> {
+    inner: &'a mut S,
     progress: &'a Progress,
     done: u64,
 }
 
-impl GuestSink for Counting<'_> {
+impl<S: GuestSink> GuestSink for Counting<'_, S> {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
         self.inner.write_at(offset, data)?;
         self.done += data.len() as u64;
@@ -544,41 +532,30 @@ impl WriteJob {
         ))
     }
 
-    fn run(self, reader: ChannelReader) -> Result<Written, ImageError> {
-        let mut reader = reader;
-        let mut head = vec![0u8; DETECT_BYTES];
-        let n = read_full(&mut reader, &mut head)
-            .map_err(|e| self.read_error(&e, Compression::None))?;
-        head.truncate(n);
-        if head.is_empty() {
-            return Err(ImageError::Invalid(format!(
-                "image {} is empty; check the image URL",
-                self.image
-            )));
-        }
-        let compression = Compression::detect(&head);
-        let chained = Read::chain(std::io::Cursor::new(head), reader);
-        match compression {
-            Compression::None => self.disk(chained, compression),
-            Compression::Gzip => self.disk(flate2::read::MultiGzDecoder::new(chained), compression),
-            Compression::Xz => self.disk(
-                liblzma::read::XzDecoder::new_multi_decoder(chained),
-                compression,
-            ),
-            Compression::Bzip2 => self.disk(bzip2::read::MultiBzDecoder::new(chained), compression),
-            Compression::Zstd => {
-                let dec = zstd::stream::read::Decoder::new(chained)
-                    .map_err(|e| self.read_error(&e, compression))?;
-                self.disk(dec, compression)
+    /// Opens the disk (zeroing its first MiB) and starts the disk thread.
+    fn open_disk(&self) -> Result<WriteBehind, ImageError> {
+        let w = DiskWriter::open(&self.path, self.capacity).map_err(|e| self.write_error(e))?;
+        WriteBehind::start(w, self.capacity, Pool::new(OUT_BUFFERS, BUF_SIZE))
+            .map_err(|e| self.write_error(e))
+    }
+
+    /// Ends a write: waits for the disk thread, or aborts it on error.
+    fn end(
+        &self,
+        wb: WriteBehind,
+        result: Result<(), ImageError>,
+    ) -> Result<DiskWriter, ImageError> {
+        match result {
+            Ok(()) => wb.finish().map_err(|e| self.write_error(e)),
+            Err(e) => {
+                wb.abort();
+                Err(e)
             }
         }
     }
 
-    fn disk<R: Read>(self, mut r: R, compression: Compression) -> Result<Written, ImageError> {
-        let mut head = vec![0u8; DETECT_BYTES];
-        let n = read_full(&mut r, &mut head).map_err(|e| self.read_error(&e, compression))?;
-        head.truncate(n);
-        let format = detect_disk_format(&head)
+    fn detect(&self, head: &[u8], compression: Compression) -> Result<DiskFormat, ImageError> {
+        let format = detect_disk_format(head)
             .map_err(|e| ImageError::Invalid(format!("image {}: {e}", self.image)))?;
         check_format(format, self.declared.as_deref(), self.permitted.as_deref())
             .map_err(|e| ImageError::Invalid(format!("image {}: {e}", self.image)))?;
@@ -588,10 +565,46 @@ impl WriteJob {
             format.name(),
             compression.name()
         );
-        let chained = Read::chain(std::io::Cursor::new(head), r);
-        let writer = match format {
-            DiskFormat::Raw => self.raw(chained, compression)?,
-            DiskFormat::Qcow2 => self.qcow2(chained, compression)?,
+        Ok(format)
+    }
+
+    fn run(self, mut reader: ChannelReader) -> Result<Written, ImageError> {
+        // Peek (do not consume) the first bytes: the first buffer holds at
+        // least DETECT_BYTES unless the whole image is shorter.
+        let head = reader
+            .fill_buf()
+            .map_err(|e| self.read_error(&e, Compression::None))?;
+        if head.is_empty() {
+            return Err(ImageError::Invalid(format!(
+                "image {} is empty; check the image URL",
+                self.image
+            )));
+        }
+        let compression = Compression::detect(head);
+        let (format, writer) = match compression {
+            Compression::None => {
+                let format = self.detect(&head[..head.len().min(DETECT_BYTES)], compression)?;
+                let writer = match format {
+                    DiskFormat::Raw => self.raw_buffers(reader)?,
+                    DiskFormat::Qcow2 => self.qcow2(reader, compression)?,
+                };
+                (format, writer)
+            }
+            Compression::Gzip => {
+                self.decoded(flate2::bufread::MultiGzDecoder::new(reader), compression)?
+            }
+            Compression::Xz => self.decoded(
+                liblzma::bufread::XzDecoder::new_multi_decoder(reader),
+                compression,
+            )?,
+            Compression::Bzip2 => {
+                self.decoded(bzip2::bufread::MultiBzDecoder::new(reader), compression)?
+            }
+            Compression::Zstd => {
+                let dec = zstd::stream::read::Decoder::with_buffer(reader)
+                    .map_err(|e| self.read_error(&e, compression))?;
+                self.decoded(dec, compression)?
+            }
         };
         Ok(Written {
             writer,
@@ -600,34 +613,77 @@ impl WriteJob {
         })
     }
 
-    fn raw<R: Read>(&self, mut r: R, compression: Compression) -> Result<DiskWriter, ImageError> {
-        if compression == Compression::None {
-            if let Some(total) = self.total.filter(|t| *t > self.capacity) {
-                return Err(self.too_large(total));
-            }
+    /// A decompressed image: detect its format from the first bytes, then write it.
+    fn decoded<R: Read>(
+        &self,
+        mut r: R,
+        compression: Compression,
+    ) -> Result<(DiskFormat, DiskWriter), ImageError> {
+        let mut head = vec![0u8; DETECT_BYTES];
+        let n = read_full(&mut r, &mut head).map_err(|e| self.read_error(&e, compression))?;
+        head.truncate(n);
+        let format = self.detect(&head, compression)?;
+        let chained = Read::chain(std::io::Cursor::new(head), r);
+        let writer = match format {
+            DiskFormat::Raw => self.raw_stream(chained, compression)?,
+            DiskFormat::Qcow2 => self.qcow2(chained, compression)?,
+        };
+        Ok((format, writer))
+    }
+
+    /// An uncompressed raw image: the download's buffers go to the disk
+    /// thread as they are, without a copy.
+    fn raw_buffers(&self, mut reader: ChannelReader) -> Result<DiskWriter, ImageError> {
+        if let Some(total) = self.total.filter(|t| *t > self.capacity) {
+            return Err(self.too_large(total));
         }
-        let mut w = DiskWriter::open(&self.path, self.capacity).map_err(|e| self.write_error(e))?;
-        let mut buf = vec![0u8; WRITE_BUF];
+        let mut wb = self.open_disk()?;
         let mut at = 0u64;
-        loop {
-            let n = match read_full(&mut r, &mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    w.abort();
-                    return Err(self.read_error(&e, compression));
+        let result = loop {
+            match reader.take_buffer() {
+                Ok(Some((buf, start))) => {
+                    let n = (buf.len() - start) as u64;
+                    if let Err(e) = wb.write_buf(at, buf, start) {
+                        break Err(self.write_error(e));
+                    }
+                    at += n;
+                    self.progress.set_written(at);
                 }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(self.read_error(&e, Compression::None)),
+            }
+        };
+        self.end(wb, result)
+    }
+
+    /// A decompressed raw image: decoded straight into pooled buffers.
+    fn raw_stream<R: Read>(
+        &self,
+        mut r: R,
+        compression: Compression,
+    ) -> Result<DiskWriter, ImageError> {
+        let mut wb = self.open_disk()?;
+        let mut at = 0u64;
+        let result = loop {
+            let mut buf = match wb.buffer() {
+                Ok(b) => b,
+                Err(e) => break Err(self.write_error(e)),
+            };
+            let n = match read_full(&mut r, buf.spare_mut()) {
+                Ok(n) => n,
+                Err(e) => break Err(self.read_error(&e, compression)),
             };
             if n == 0 {
-                break;
+                break Ok(());
             }
-            if let Err(e) = w.write_at(at, &buf[..n]) {
-                w.abort();
-                return Err(self.write_error(e));
+            buf.advance(n);
+            if let Err(e) = wb.write_buf(at, buf, 0) {
+                break Err(self.write_error(e));
             }
             at += n as u64;
             self.progress.set_written(at);
-        }
-        Ok(w)
+        };
+        self.end(wb, result)
     }
 
     fn qcow2_error(&self, e: Qcow2Error, compression: Compression) -> ImageError {
@@ -662,19 +718,15 @@ impl WriteJob {
         if size > self.capacity {
             return Err(self.too_large(size));
         }
-        let mut w = DiskWriter::open(&self.path, self.capacity).map_err(|e| self.write_error(e))?;
-        let result = st.run(&mut Counting {
-            inner: &mut w,
-            progress: &self.progress,
-            done: 0,
-        });
-        match result {
-            Ok(()) => Ok(w),
-            Err(e) => {
-                w.abort();
-                Err(self.qcow2_error(e, compression))
-            }
-        }
+        let mut wb = self.open_disk()?;
+        let result = st
+            .run(&mut Counting {
+                inner: &mut wb,
+                progress: &self.progress,
+                done: 0,
+            })
+            .map_err(|e| self.qcow2_error(e, compression));
+        self.end(wb, result)
     }
 }
 

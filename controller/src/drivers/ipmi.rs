@@ -2,7 +2,9 @@
 //!
 //! `driver_info`: `ipmi_address` (required), `ipmi_port` (623), `ipmi_username`,
 //! `ipmi_password` (handed to ipmitool in the environment, never on the command
-//! line), `ipmi_protocol_version` (`2.0` → `-I lanplus`, the default; `1.5` → `-I lan`).
+//! line), `ipmi_protocol_version` (`2.0` → `-I lanplus`, the default; `1.5` → `-I lan`),
+//! `ipmi_cipher_suite` (`-C`; BMCs without cipher suite discovery, such as
+//! OpenIPMI's `ipmi_sim`, need it to avoid seconds of discovery retries).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ pub struct IpmiInfo {
     pub password: Option<String>,
     /// `lanplus` or `lan`.
     pub interface: &'static str,
+    /// RMCP+ cipher suite (`-C`), when set; ipmitool discovers one otherwise.
+    pub cipher_suite: Option<u8>,
 }
 
 impl IpmiInfo {
@@ -66,7 +70,23 @@ impl IpmiInfo {
                 )))
             }
         };
+        let cipher_suite = match node.driver_info.get("ipmi_cipher_suite") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                    .and_then(|c| u8::try_from(c).ok())
+                    .filter(|c| *c <= 17)
+                    .ok_or_else(|| {
+                        DriverError::InvalidParameters(format!(
+                            "driver_info.ipmi_cipher_suite {value} is not a cipher suite number (0-17)"
+                        ))
+                    })?,
+            ),
+        };
         Ok(Self {
+            cipher_suite,
             address: address.to_owned(),
             port,
             username: info_str(node, "ipmi_username").map(str::to_owned),
@@ -95,6 +115,9 @@ impl Ipmitool {
             .arg("-p")
             .arg(info.port.to_string())
             .args(["-R", "3", "-N", "2"]);
+        if let Some(suite) = info.cipher_suite {
+            command.arg("-C").arg(suite.to_string());
+        }
         if let Some(user) = &info.username {
             command.arg("-U").arg(user);
         }
@@ -115,12 +138,17 @@ impl Ipmitool {
             })?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
+            let hint = if stderr.contains("Unable to establish") {
+                " (no session: check driver_info.ipmi_address, ipmi_port, ipmi_username and ipmi_password)"
+            } else {
+                ""
+            };
             return Err(DriverError::Bmc(format!(
-                "ipmitool {} against {}:{} failed: {}",
+                "ipmitool {} against {}:{} failed: {}{hint}",
                 args.join(" "),
                 info.address,
                 info.port,
-                stderr.trim()
+                stderr.trim().lines().last().unwrap_or("")
             )));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())

@@ -201,7 +201,7 @@ async fn deploy(
         ("manage", ProvisionState::Manageable),
         ("provide", ProvisionState::Available),
     ] {
-        step(&format!("{verb}"));
+        step(verb);
         provision(&api, &uuid, verb).await?;
         watch(&api, &path, goal, children).await?;
     }
