@@ -336,6 +336,10 @@ pub struct KernelParams {
     pub lookup_interval: Option<f64>,
     /// The MAC from `BOOTIF=01-aa-bb-cc-dd-ee-ff`.
     pub bootif_mac: Option<String>,
+    /// The kernel's `ip=` value (parsed by [`crate::net::ipconfig::parse_ip_param`]).
+    pub ip: Option<String>,
+    /// `ipa-network-interface`: the one interface to configure (name or MAC).
+    pub network_interface: Option<String>,
     /// Parameters that were recognized as `ipa-*` but had unusable values.
     pub warnings: Vec<String>,
 }
@@ -425,6 +429,10 @@ pub fn parse_kernel_cmdline(cmdline: &str) -> KernelParams {
                 Ok(v) if v.is_finite() && v >= 0.0 => p.lookup_interval = Some(v),
                 _ => p.warnings.push(bad()),
             },
+            "ip" => p.ip = Some(value).filter(|v| !v.is_empty()),
+            "ipa-network-interface" => {
+                p.network_interface = Some(value).filter(|v| !v.is_empty());
+            }
             "BOOTIF" => {
                 // PXELINUX form: 01-aa-bb-cc-dd-ee-ff (01 = Ethernet).
                 let mac = value
@@ -456,8 +464,10 @@ mod tests {
             "BOOT_IMAGE=/vmlinuz root=/dev/ram0 ipa-api-url=http://10.0.0.1:6385,http://10.0.0.2:6385 \
              ipa-agent-token=abc ipa-advertise-host=10.0.0.5 ipa-listen-port=9998 ipa-insecure=1 \
              ipa_global_request_id=req-1 ipa-lookup-timeout=300 BOOTIF=01-52-54-00-AA-BB-CC quiet \
-             console=\"ttyS0 115200\"",
+             console=\"ttyS0 115200\" ip=dhcp ipa-network-interface=eth1",
         );
+        assert_eq!(p.ip.as_deref(), Some("dhcp"));
+        assert_eq!(p.network_interface.as_deref(), Some("eth1"));
         assert_eq!(p.api_urls, ["http://10.0.0.1:6385", "http://10.0.0.2:6385"]);
         assert_eq!(p.agent_token.as_deref(), Some("abc"));
         assert_eq!(p.advertise_host, Some("10.0.0.5".parse().unwrap()));

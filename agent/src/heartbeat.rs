@@ -92,6 +92,7 @@ impl Heartbeater {
                     .await
                 {
                     Ok(()) => {
+                        crate::init::note_heartbeat_sent();
                         let delay = self.delay_after_success();
                         tracing::info!(
                             "heartbeat sent to the controller; next in {:.0} s",

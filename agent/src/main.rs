@@ -1,11 +1,12 @@
 //! `ironclad-agent`: the ramdisk agent's entry point.
 //!
-//! Order at start: configuration → lookup at the controller → auto-TLS → API
+//! As PID 1 (in the ramdisk): mounts, modules, entropy, power button and network
+//! first (see `init` and `net`). Then, in both modes, the order is: configuration → lookup at the controller → auto-TLS → API
 //! server → heartbeat loop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -20,6 +21,7 @@ use ironclad_agent::inventory::{self, NicSource};
 use ironclad_agent::logs::{LogBuffer, DEFAULT_CAPACITY};
 use ironclad_agent::power::{HostPower, Power, SystemPower};
 use ironclad_agent::tls;
+use ironclad_agent::{init, net};
 use ironclad_versioning::microversion::AGENT_VERIFY_CA;
 use ironclad_versioning::ramdisk::{MASKED_TOKEN, MIN_TOKEN_LEN};
 use tokio::sync::Notify;
@@ -41,17 +43,7 @@ fn init_logging(buffer: &LogBuffer) {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    if std::process::id() == 1 {
-        let cmdline =
-            std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline as PID 1")?;
-        let params = config::parse_kernel_cmdline(&cmdline);
-        for warning in &params.warnings {
-            tracing::warn!("{warning}");
-        }
-        Config::from_kernel(cli, &params).context("kernel command line")
-    } else {
-        Config::from_cli(cli).context("invalid command line (host mode)")
-    }
+    Config::from_cli(cli).context("invalid command line (host mode)")
 }
 
 /// Picks a usable token: the pre-generated one, else a real one from lookup.
@@ -71,26 +63,154 @@ fn callback_url(scheme: &str, host: IpAddr, port: u16) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    init::mark_start();
+    if init::is_pid1() {
+        pid1_main();
+    }
     tls::install_crypto_provider();
     let buffer = LogBuffer::new(DEFAULT_CAPACITY);
     init_logging(&buffer);
     let cli = Cli::parse();
     let config = load_config(&cli)?;
     tracing::info!(
-        "ironclad-agent {} starting in {} mode",
+        "ironclad-agent {} starting in host mode",
         ironclad_versioning::IRONCLAD_VERSION,
-        match config.mode {
-            Mode::Host => "host",
-            Mode::Init => "PID 1",
-        }
     );
-    if let Err(e) = run(config, buffer).await {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    if let Err(e) = runtime.block_on(run(config, buffer)) {
         tracing::error!("FATAL: {e:#}");
         return Err(e);
     }
     Ok(())
+}
+
+/// PID 1: set the machine up, run the agent in its own thread, and reap
+/// zombies on this one forever. Nothing here may panic or return: the kernel
+/// panics when init exits.
+fn pid1_main() -> ! {
+    let mount_errors = init::mount_filesystems();
+    let console = init::reopen_console();
+    let buffer = LogBuffer::new(DEFAULT_CAPACITY);
+    init_logging(&buffer);
+    init::install_panic_hook(buffer.clone());
+    tracing::info!(
+        "ironclad-agent {} starting as PID 1",
+        ironclad_versioning::IRONCLAD_VERSION
+    );
+    for e in mount_errors {
+        tracing::error!("{e}");
+    }
+    if let Err(e) = console {
+        tracing::error!("{e}");
+    }
+    init::log_kernel_uptime();
+    let spawned = std::thread::Builder::new()
+        .name("agent".into())
+        .spawn(move || pid1_agent(buffer));
+    if let Err(e) = spawned {
+        tracing::error!("FATAL: cannot start the agent thread: {e}; the node needs a reboot");
+    }
+    init::reap_forever()
+}
+
+/// How long PID 1 waits before starting the agent again after a fatal error
+/// (what the reference ramdisk's service manager does).
+const RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// The agent thread of PID 1: modules, entropy, power button, network, then the
+/// agent proper, restarted after fatal errors. Panics are caught and logged, and
+/// the thread then parks so that tasks already running (the API) stay up.
+fn pid1_agent(buffer: LogBuffer) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("FATAL: cannot start the Tokio runtime: {e}");
+            return;
+        }
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(pid1_sequence(buffer));
+    }));
+    if outcome.is_err() {
+        tracing::error!(
+            "FATAL: the agent panicked (see above); the API stays up if it was running"
+        );
+    }
+    init::idle_forever()
+}
+
+async fn pid1_sequence(buffer: LogBuffer) {
+    let loaded = init::modules::load_all(std::path::Path::new(init::MODULES_DIR));
+    tracing::info!(
+        "loaded {} kernel modules by {} ms after /init start",
+        loaded.len(),
+        init::since_start().map(|d| d.as_millis()).unwrap_or(0)
+    );
+    init::seed_entropy();
+    init::watch_power_button(Arc::new(SystemPower));
+    tls::install_crypto_provider();
+    // The kernel hands init any parameter it does not know as an argument; the
+    // agent's settings come from /proc/cmdline instead.
+    let cli = Cli::parse_from(["ironclad-agent"]);
+    let params = match std::fs::read_to_string("/proc/cmdline") {
+        Ok(cmdline) => config::parse_kernel_cmdline(&cmdline),
+        Err(e) => {
+            tracing::error!("reading /proc/cmdline: {e}");
+            config::KernelParams::default()
+        }
+    };
+    for warning in &params.warnings {
+        tracing::warn!("{warning}");
+    }
+    let ip = match params.ip.as_deref().map(net::ipconfig::parse_ip_param) {
+        None => net::ipconfig::IpParam::Dhcp { device: None },
+        Some(Ok(ip)) => ip,
+        Some(Err(e)) => {
+            tracing::error!("{e}; using DHCP");
+            net::ipconfig::IpParam::Dhcp { device: None }
+        }
+    };
+    let settings = net::NetSettings {
+        ip,
+        bootif: params.bootif_mac.clone(),
+        interface: params.network_interface.clone(),
+    };
+    match net::configure(&settings).await {
+        Ok(status) => tracing::info!(
+            "network configured from {} by {} ms after /init start: {:?}",
+            status.source,
+            init::since_start().map(|d| d.as_millis()).unwrap_or(0),
+            status.addresses
+        ),
+        Err(e) => tracing::error!("network: {e}"),
+    }
+    loop {
+        let attempt = Config::from_kernel(&cli, &params)
+            .context("kernel command line")
+            .map(|config| run(config, buffer.clone()));
+        let result = match attempt {
+            Ok(running) => running.await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!("the agent stopped; PID 1 stays up");
+                return;
+            }
+            Err(e) => tracing::error!(
+                "FATAL: {e:#}; starting the agent again in {} s",
+                RESTART_DELAY.as_secs()
+            ),
+        }
+        tokio::time::sleep(RESTART_DELAY).await;
+    }
 }
 
 async fn run(config: Config, buffer: LogBuffer) -> Result<()> {

@@ -18,6 +18,14 @@ pub enum NetBackend {
         /// A bootfile (URL or TFTP name) handed out by slirp's DHCP, for iPXE boots.
         bootfile: Option<String>,
     },
+    /// QEMU's user-mode network, with TCP ports on the host's loopback forwarded
+    /// into the guest (so a process on the host can reach a service in the guest).
+    UserForwarded {
+        /// A bootfile (URL or TFTP name) handed out by slirp's DHCP, for iPXE boots.
+        bootfile: Option<String>,
+        /// `(host port on 127.0.0.1, guest port)` pairs.
+        forwards: Vec<(u16, u16)>,
+    },
     /// A tap device that already exists (created by the lab, in its namespace).
     Tap {
         /// The tap's name.
@@ -201,6 +209,16 @@ impl VmSpec {
                     Some(file) => format!("user,id=net{index},bootfile={file}"),
                     None => format!("user,id=net{index}"),
                 },
+                NetBackend::UserForwarded { bootfile, forwards } => {
+                    let mut netdev = format!("user,id=net{index}");
+                    if let Some(file) = bootfile {
+                        netdev.push_str(&format!(",bootfile={file}"));
+                    }
+                    for (host, guest) in forwards {
+                        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                    }
+                    netdev
+                }
                 NetBackend::Tap { ifname } => {
                     format!("tap,id=net{index},ifname={ifname},script=no,downscript=no")
                 }
