@@ -18,12 +18,15 @@ fn cache() -> PathBuf {
         .expect("HOME or IRONCLAD_CACHE")
 }
 
-/// Any executable stands in for the agent; the static one when scripts/test built it.
+/// A small file stands in for the agent: the builder copies `/init` byte for byte
+/// and never runs it (the real static agent is booted by `tests/tests/ramdisk_boot.rs`).
 fn agent() -> PathBuf {
-    std::env::var_os("IRONCLAD_STATIC_AGENT")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| std::env::current_exe().unwrap())
+    let path = std::env::temp_dir().join(format!("ironclad-agent-stand-in-{}", std::process::id()));
+    if !path.is_file() {
+        let bytes: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    path
 }
 
 fn options(output: &Path, iso: bool, config_drive: Option<PathBuf>) -> BuildOptions {
