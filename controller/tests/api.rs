@@ -528,6 +528,7 @@ async fn the_cli_drives_the_controller() {
     let out = cli(&["node", "show", "missing"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Node missing could not be found."));
-    let out = cli(&["demo"]);
-    assert!(!out.status.success());
+    // `demo` now really runs (tests/tests/demo.rs covers it end to end); here only its help.
+    let out = cli(&["demo", "--help"]);
+    assert!(out.status.success());
 }
