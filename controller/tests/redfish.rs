@@ -453,3 +453,41 @@ async fn the_end_of_a_deploy_powers_off_boots_the_disk_and_powers_on() {
     assert_eq!(system["PowerState"], "On");
     assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Hdd");
 }
+
+#[tokio::test]
+async fn tls_is_verified_by_default_against_a_ca_file_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert_path = dir.path().join("bmc.pem");
+    let key_path = dir.path().join("bmc.key");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let sushy = Sushy::start_with(&[SYSTEM_A], None, Some((&cert_path, &key_path)));
+    assert!(sushy.url.starts_with("https://"));
+    let c = Controller::start(dir.path(), FAST_RETRIES);
+
+    let mut nodes = Vec::new();
+    for verify in [
+        json!(null),
+        json!(cert_path.to_str().unwrap()),
+        json!("false"),
+    ] {
+        let mut body = redfish_node(&sushy, Some(&SYSTEM_A), "");
+        if !verify.is_null() {
+            body["driver_info"]["redfish_verify_ca"] = verify;
+        }
+        let node = c.create_node(body).await;
+        c.provision(&node, "manage").await;
+        nodes.push(node);
+    }
+    // Default: the self-signed certificate is not trusted.
+    let shown = c.wait_state(&nodes[0], "enroll").await;
+    let error = shown["last_error"].as_str().unwrap();
+    assert!(error.contains(&sushy.url), "{error}");
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    // Trusted through the CA file, or not checked at all.
+    for node in &nodes[1..] {
+        let shown = c.wait_state(node, "manageable").await;
+        assert_eq!(shown["power_state"], "power off", "{shown}");
+    }
+}

@@ -95,6 +95,15 @@ pub struct Sushy {
 impl Sushy {
     /// Starts an emulator with `systems`, and Basic auth when `auth` is given.
     pub fn start(systems: &[FakeSystem], auth: Option<(&str, &str)>) -> Self {
+        Self::start_with(systems, auth, None)
+    }
+
+    /// As [`Sushy::start`], serving HTTPS with `tls` = (certificate PEM, key PEM) files.
+    pub fn start_with(
+        systems: &[FakeSystem],
+        auth: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Self {
         let venv = venv();
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
@@ -135,16 +144,27 @@ impl Sushy {
                 htpasswd.display()
             ));
         }
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let config_path = dir.path().join("sushy.conf");
         std::fs::write(&config_path, config).unwrap();
         let mut sushy = Self {
             child: None,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
             config: config_path,
             _dir: dir,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap(),
         };
         sushy.spawn();
         sushy
