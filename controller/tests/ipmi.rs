@@ -172,10 +172,10 @@ async fn wait_node(c: &Controller, node: &str, check: impl Fn(&Value) -> bool) -
 
 #[tokio::test]
 async fn ipmi_nodes_are_verified_powered_and_boot_from_the_chosen_device() {
-    if !installed("ipmi_sim") || !installed("ipmitool") {
-        eprintln!("SKIPPED: needs ipmi_sim (Debian package openipmi) and ipmitool");
-        return;
-    }
+    assert!(
+        installed("ipmi_sim") && installed("ipmitool"),
+        "needs ipmi_sim and ipmitool: run ./scripts/setup (Debian packages openipmi, ipmitool)"
+    );
     let sim = IpmiSim::start();
     let dir = tempfile::tempdir().unwrap();
     let c = Controller::start(dir.path(), &["--power-state-change-timeout", "20"]);
@@ -223,10 +223,10 @@ async fn ipmi_nodes_are_verified_powered_and_boot_from_the_chosen_device() {
 
 #[tokio::test]
 async fn a_wrong_ipmi_password_ends_in_last_error() {
-    if !installed("ipmi_sim") || !installed("ipmitool") {
-        eprintln!("SKIPPED: needs ipmi_sim (Debian package openipmi) and ipmitool");
-        return;
-    }
+    assert!(
+        installed("ipmi_sim") && installed("ipmitool"),
+        "needs ipmi_sim and ipmitool: run ./scripts/setup (Debian packages openipmi, ipmitool)"
+    );
     let sim = IpmiSim::start();
     let dir = tempfile::tempdir().unwrap();
     let c = Controller::start(dir.path(), &[]);
