@@ -99,6 +99,12 @@ async fn list_commands(
             let mut c = c.clone();
             if c["command_name"] == "execute_deploy_step" {
                 c["command_status"] = json!(status);
+                if status == "RUNNING" {
+                    // What Ironclad's agent reports while writing (IPA reports null).
+                    c["command_result"] = json!({"progress": {
+                        "stage": "downloading", "bytes_received": 4096, "bytes_written": 2048,
+                        "bytes_total": 8192, "rate_bytes_per_s": 1024, "eta_s": 4}});
+                }
                 if status == "FAILED" {
                     c["command_error"] = json!({"type": "ImageChecksumError", "code": 500,
                         "message": "Error verifying image checksum",
@@ -235,6 +241,12 @@ async fn heartbeats_drive_a_deploy_to_active() {
     c.wait_unlocked(&node).await;
     let (_, shown) = c.get(&format!("/v1/nodes/{node}")).await;
     assert_eq!(shown["provision_state"], "wait call-back");
+    let progress = &shown["driver_internal_info"]["deploy_progress"];
+    assert_eq!(
+        progress["bytes_written"], 2048,
+        "progress is shown: {progress}"
+    );
+    assert_eq!(progress["stage"], "downloading");
 
     // A different callback URL in the same boot is refused.
     let (status, body) = heartbeat(
@@ -256,6 +268,10 @@ async fn heartbeats_drive_a_deploy_to_active() {
     assert!(shown["last_error"].is_null());
     let dii = &shown["driver_internal_info"];
     assert!(dii.get("agent_url").is_none() && dii.get("agent_secret_token").is_none());
+    assert!(
+        dii.get("deploy_progress").is_none(),
+        "progress ends with the deploy"
+    );
     assert_eq!(dii["root_uuid_or_disk_id"], "0x1234abcd");
     let received = agent.lock().unwrap().received.clone();
     for name in [

@@ -6,14 +6,14 @@
 //! partition UUIDs, syncs and powers the agent off, and boots the instance.
 
 use base64::Engine;
-use ironclad_versioning::agent_api::{CommandResult, CommandStatus};
+use ironclad_versioning::agent_api::{CommandResult, CommandStatus, RunningCommandResult};
 use ironclad_versioning::controller_api::Node;
 use ironclad_versioning::image_info::ImageInfo;
 use ironclad_versioning::states::PowerTarget;
 use serde_json::{json, Map, Value};
 
 use super::states::Event;
-use super::{dii_str, step_map, wipe_agent_data, Conductor, ConductorError};
+use super::{dii_str, step_map, wipe_agent_data, Conductor, ConductorError, DEPLOY_PROGRESS_KEY};
 use crate::agent_client::{AgentClientError, AgentEndpoint};
 
 /// The deploy step that writes the image.
@@ -142,8 +142,29 @@ impl Conductor {
         };
         match last.command_status {
             CommandStatus::Running => {
-                tracing::debug!(node = %node.uuid, "write_image still running");
-                Ok(())
+                // Agents that report progress (Ironclad's) put it in the running
+                // command's result; IPA leaves it null, which is fine too.
+                let progress = last
+                    .command_result
+                    .clone()
+                    .and_then(|r| serde_json::from_value::<RunningCommandResult>(r).ok());
+                match progress {
+                    Some(running) => {
+                        tracing::info!(
+                            node = %node.uuid,
+                            stage = %running.progress.stage,
+                            bytes_written = running.progress.bytes_written,
+                            "write_image running"
+                        );
+                        node.driver_internal_info
+                            .insert(DEPLOY_PROGRESS_KEY.to_owned(), json!(running.progress));
+                        self.save(node).await.map_err(store_error)
+                    }
+                    None => {
+                        tracing::debug!(node = %node.uuid, "write_image still running");
+                        Ok(())
+                    }
+                }
             }
             CommandStatus::CleanVersionMismatch => {
                 tracing::warn!(node = %node.uuid, "hardware managers changed; refreshing deploy steps on the next heartbeat");

@@ -75,7 +75,12 @@ const AGENT_BOOT_KEYS: &[&str] = &[
     "agent_cached_clean_steps",
     "agent_cached_deploy_steps_refreshed",
     "hardware_manager_version",
+    DEPLOY_PROGRESS_KEY,
 ];
+
+/// `driver_internal_info` key holding the agent's last reported image-write
+/// progress while `write_image` runs (refreshed at each heartbeat).
+pub const DEPLOY_PROGRESS_KEY: &str = "deploy_progress";
 
 struct Inner {
     store: Store,
