@@ -308,6 +308,52 @@ impl Api {
         Ok(())
     }
 
+    /// Enrolls a `fake-hardware` node called `name` that deploys `image_source`
+    /// (verified with `sha256`), with one port `mac`, and takes it to `available`;
+    /// returns its UUID.
+    pub fn enroll_available(
+        &self,
+        name: &str,
+        image_source: &str,
+        sha256: &str,
+        mac: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let node = self.ok(
+            "POST",
+            "/v1/nodes",
+            Some(json!({
+                "driver": "fake-hardware",
+                "name": name,
+                "instance_info": {
+                    "image_source": image_source,
+                    "image_os_hash_algo": "sha256",
+                    "image_os_hash_value": sha256,
+                },
+            })),
+        )?;
+        if node["provision_state"] != "enroll" {
+            bail!(
+                "a new node starts in enroll, not {}",
+                node["provision_state"]
+            );
+        }
+        let uuid = node["uuid"]
+            .as_str()
+            .context("the new node has no uuid")?
+            .to_owned();
+        self.ok(
+            "POST",
+            "/v1/ports",
+            Some(json!({"address": mac, "node_uuid": uuid})),
+        )?;
+        self.provision(&uuid, "manage")?;
+        self.wait_state(&uuid, "manageable", &["enroll"], timeout)?;
+        self.provision(&uuid, "provide")?;
+        self.wait_state(&uuid, "available", &["clean failed"], timeout)?;
+        Ok(uuid)
+    }
+
     /// Fetches one node.
     pub fn node(&self, node: &str) -> Result<Value> {
         self.ok("GET", &format!("/v1/nodes/{node}"), None)

@@ -42,32 +42,13 @@ impl Lab {
 
     /// Enrolls a node with one port and takes it to `available`.
     fn enroll(&self, mac: &str, checksum: &str) -> Result<String> {
-        let api = &self.controller.api;
-        let node = api.ok(
-            "POST",
-            "/v1/nodes",
-            Some(json!({
-                "driver": "fake-hardware",
-                "name": "e2e-node",
-                "instance_info": {
-                    "image_source": format!("{}/disk.raw", self.images.url),
-                    "image_os_hash_algo": "sha256",
-                    "image_os_hash_value": checksum,
-                },
-            })),
-        )?;
-        let uuid = node["uuid"].as_str().unwrap_or_default().to_owned();
-        assert_eq!(node["provision_state"], "enroll");
-        api.ok(
-            "POST",
-            "/v1/ports",
-            Some(json!({"address": mac, "node_uuid": uuid})),
-        )?;
-        api.provision(&uuid, "manage")?;
-        api.wait_state(&uuid, "manageable", &["enroll"], STEP_TIMEOUT)?;
-        api.provision(&uuid, "provide")?;
-        api.wait_state(&uuid, "available", &["clean failed"], STEP_TIMEOUT)?;
-        Ok(uuid)
+        self.controller.api.enroll_available(
+            "e2e-node",
+            &format!("{}/disk.raw", self.images.url),
+            checksum,
+            mac,
+            STEP_TIMEOUT,
+        )
     }
 }
 

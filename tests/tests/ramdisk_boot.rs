@@ -28,7 +28,6 @@ use ironclad_qemu_ci::{Boot, NetBackend, Nic, Vm, VmSpec};
 use ironclad_tests::{
     create_disk, free_port, sha256_prefix, wait_for, write_sample_image, Controller, ImageServer,
 };
-use serde_json::json;
 
 const IMAGE_SIZE: u64 = 8 * 1024 * 1024;
 const DISK_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -199,30 +198,9 @@ impl Lab {
     /// Like [`Lab::node_waiting_for_agent`], with the image checksum given.
     fn node_waiting_for_agent_with(&self, mac: &str, checksum: &str) -> Result<String> {
         let api = &self.controller.api;
-        let node = api.ok(
-            "POST",
-            "/v1/nodes",
-            Some(json!({
-                "driver": "fake-hardware",
-                "name": "qemu-node",
-                "instance_info": {
-                    // As the guest sees the image server.
-                    "image_source": format!("http://10.0.2.2:{}/disk.raw", self.www_port),
-                    "image_os_hash_algo": "sha256",
-                    "image_os_hash_value": checksum,
-                },
-            })),
-        )?;
-        let uuid = node["uuid"].as_str().unwrap_or_default().to_owned();
-        api.ok(
-            "POST",
-            "/v1/ports",
-            Some(json!({"address": mac, "node_uuid": uuid})),
-        )?;
-        api.provision(&uuid, "manage")?;
-        api.wait_state(&uuid, "manageable", &["enroll"], STEP_TIMEOUT)?;
-        api.provision(&uuid, "provide")?;
-        api.wait_state(&uuid, "available", &["clean failed"], STEP_TIMEOUT)?;
+        // As the guest sees the image server.
+        let image = format!("http://10.0.2.2:{}/disk.raw", self.www_port);
+        let uuid = api.enroll_available("qemu-node", &image, checksum, mac, STEP_TIMEOUT)?;
         api.provision(&uuid, "deploy")?;
         api.wait_state(&uuid, "wait call-back", &["deploy failed"], STEP_TIMEOUT)?;
         Ok(uuid)
