@@ -282,8 +282,37 @@ pub fn source_address_toward(url: &Url) -> Option<std::net::IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
+/// The MACs a lookup sends: the ones given explicitly, then the discovered ones,
+/// without duplicates and, as IPA does, without discovered addresses starting
+/// `fa:` (locally administered, e.g. virtual functions).
+pub fn lookup_addresses(explicit: &[String], discovered: &[String]) -> Vec<String> {
+    let mut macs = explicit.to_vec();
+    for mac in discovered {
+        let mac = mac.to_ascii_lowercase();
+        if !mac.starts_with("fa:") && !macs.contains(&mac) {
+            macs.push(mac);
+        }
+    }
+    macs
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lookup_addresses_drop_locally_administered_discovered_macs() {
+        let explicit = vec!["fa:16:3e:00:00:01".to_owned()];
+        let discovered = vec![
+            "52:54:00:00:00:01".to_owned(),
+            "FA:16:3E:00:00:02".to_owned(),
+            "52:54:00:00:00:01".to_owned(),
+        ];
+        assert_eq!(
+            lookup_addresses(&explicit, &discovered),
+            ["fa:16:3e:00:00:01", "52:54:00:00:00:01"],
+            "explicit MACs are kept; discovered fa: ones and duplicates are not"
+        );
+    }
     use super::*;
 
     #[test]

@@ -247,13 +247,11 @@ async fn run(config: Config, buffer: LogBuffer) -> Result<()> {
     };
 
     let lookup_macs: Vec<String> = if config.macs.is_empty() || config.mode == Mode::Init {
-        let mut macs = config.macs.clone();
-        for (_, mac) in inventory::system_macs(&config.sysroot) {
-            if !macs.contains(&mac) {
-                macs.push(mac);
-            }
-        }
-        macs
+        let discovered: Vec<String> = inventory::system_macs(&config.sysroot)
+            .into_iter()
+            .map(|(_, mac)| mac)
+            .collect();
+        controller_client::lookup_addresses(&config.macs, &discovered)
     } else {
         config.macs.clone()
     };
