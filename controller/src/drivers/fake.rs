@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use futures_util::future;
 use ironclad_versioning::controller_api::Node;
 use ironclad_versioning::states::{PowerState, PowerTarget};
 
@@ -20,9 +19,7 @@ use super::{
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fake;
 
-fn ok<'a, T: Send + 'a>(value: T) -> DriverFuture<'a, T> {
-    Box::pin(future::ready(Ok(value)))
-}
+use super::ready_ok as ok;
 
 impl Interface for Fake {
     fn name(&self) -> &'static str {

@@ -13,9 +13,7 @@ use super::{
     Interface, InterfaceKind, ManagementInterface, OtherInterface,
 };
 
-fn ok<'a, T: Send + 'a>(value: T) -> DriverFuture<'a, T> {
-    Box::pin(future::ready(Ok(value)))
-}
+use super::ready_ok as ok;
 
 /// `noop` management: the operator sets boot devices by hand.
 #[derive(Debug, Clone, Copy, Default)]

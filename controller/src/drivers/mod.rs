@@ -251,6 +251,11 @@ impl BootMode {
 /// A future returned by an interface method.
 pub type DriverFuture<'a, T> = BoxFuture<'a, Result<T, DriverError>>;
 
+/// A [`DriverFuture`] that is already done with `value`.
+pub(crate) fn ready_ok<'a, T: Send + 'a>(value: T) -> DriverFuture<'a, T> {
+    Box::pin(futures_util::future::ready(Ok(value)))
+}
+
 /// What every interface implementation has: a name and a check of the node's settings.
 pub trait Interface: Send + Sync {
     /// The implementation's name, as in the node's `*_interface` field.
